@@ -1,0 +1,372 @@
+"""Settings (process environment and ``.env``) and RepoConfig (``.github/patchwright.yml``).
+
+``Settings`` is built once, in :mod:`bot.__main__`, from a mapping the caller passes in
+(normally ``os.environ``); nothing in this module reads the environment by itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "PATCHWRIGHT_"
+#: Probot's variable names, accepted when the PATCHWRIGHT_ one is not set.
+PROBOT_FALLBACKS = ("APP_ID", "PRIVATE_KEY", "PRIVATE_KEY_PATH", "WEBHOOK_SECRET")
+DEFAULT_DATABASE_URL = "sqlite:///./patchwright.db"
+REPO_CONFIG_PATH = ".github/patchwright.yml"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong. The message names the variable and says what to do."""
+
+
+class Settings(BaseSettings):
+    """Process settings, from ``PATCHWRIGHT_*`` variables (and Probot's names as fallbacks)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    app_id: int | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHWRIGHT_APP_ID", "APP_ID", "app_id")
+    )
+    private_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PATCHWRIGHT_PRIVATE_KEY", "PRIVATE_KEY", "private_key"),
+    )
+    private_key_path: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PATCHWRIGHT_PRIVATE_KEY_PATH", "PRIVATE_KEY_PATH", "private_key_path"
+        ),
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PATCHWRIGHT_WEBHOOK_SECRET", "WEBHOOK_SECRET", "webhook_secret"
+        ),
+    )
+    app_slug: str | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHWRIGHT_APP_SLUG", "app_slug")
+    )
+    github_url: str = Field(
+        default="https://api.github.com",
+        validation_alias=AliasChoices("PATCHWRIGHT_GITHUB_URL", "github_url"),
+    )
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("PATCHWRIGHT_DATABASE_URL", "database_url"),
+    )
+    data_dir: Path = Field(
+        default=Path("./patchwright-data"),
+        validation_alias=AliasChoices("PATCHWRIGHT_DATA_DIR", "data_dir"),
+    )
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("PATCHWRIGHT_HOST", "host"))
+    port: int = Field(
+        default=3000, ge=0, le=65535, validation_alias=AliasChoices("PATCHWRIGHT_PORT", "port")
+    )
+    workers: int = Field(
+        default=2, ge=0, le=256, validation_alias=AliasChoices("PATCHWRIGHT_WORKERS", "workers")
+    )
+    agent: str = Field(default="claude", validation_alias=AliasChoices("PATCHWRIGHT_AGENT", "agent"))
+    agent_command: str | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_COMMAND", "agent_command")
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PATCHWRIGHT_ADMIN_TOKEN", "admin_token")
+    )
+    private_read_api: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("PATCHWRIGHT_PRIVATE_READ_API", "private_read_api"),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=AliasChoices("PATCHWRIGHT_LOG_FORMAT", "log_format")
+    )
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("PATCHWRIGHT_LOG_LEVEL", "log_level")
+    )
+    reconcile_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("PATCHWRIGHT_RECONCILE_INTERVAL", "reconcile_interval_s"),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the caller hands in: `load_settings` passes the environment explicitly,
+        # so building Settings never reads os.environ behind the caller's back.
+        return (init_settings, dotenv_settings)
+
+    @field_validator("github_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    # -- checks used by the commands that need them ---------------------------------------
+    def require_webhook_secret(self) -> str:
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
+            raise ConfigError(
+                "PATCHWRIGHT_WEBHOOK_SECRET is not set. The server refuses to start without a "
+                "webhook secret, because unsigned deliveries could be forged. Set "
+                "PATCHWRIGHT_WEBHOOK_SECRET (or WEBHOOK_SECRET) to the secret of your GitHub App, "
+                "or run `patchwright serve --dev` to generate one for local testing."
+            )
+        return self.webhook_secret.get_secret_value()
+
+    def require_app_id(self) -> int:
+        if self.app_id is None:
+            raise ConfigError(
+                "PATCHWRIGHT_APP_ID is not set. Set it (or APP_ID) to your GitHub App's id, "
+                "shown on the App's settings page; `patchwright setup` writes it for you."
+            )
+        return self.app_id
+
+    def private_key_pem(self) -> str:
+        """The App's private key as PEM text, from the value (PEM, escaped or base64) or the path."""
+        if self.private_key is not None and self.private_key.get_secret_value().strip():
+            return decode_private_key(self.private_key.get_secret_value())
+        if self.private_key_path is not None:
+            try:
+                text = self.private_key_path.read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"PATCHWRIGHT_PRIVATE_KEY_PATH points to {str(self.private_key_path)!r}, "
+                    f"which cannot be read ({exc.strerror}). Fix the path or set "
+                    "PATCHWRIGHT_PRIVATE_KEY to the key itself."
+                ) from None
+            return decode_private_key(text, variable="PATCHWRIGHT_PRIVATE_KEY_PATH")
+        raise ConfigError(
+            "No private key: set PATCHWRIGHT_PRIVATE_KEY (PEM text or base64 of it) or "
+            "PATCHWRIGHT_PRIVATE_KEY_PATH (a .pem file); Probot's PRIVATE_KEY and "
+            "PRIVATE_KEY_PATH work too."
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+
+_PEM_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
+
+
+def decode_private_key(value: str, *, variable: str = "PATCHWRIGHT_PRIVATE_KEY") -> str:
+    """Accept PEM text, PEM with literal ``\\n`` escapes (common in .env files), or base64 of PEM."""
+    text = value.strip()
+    if "\\n" in text and "\n" not in text:
+        text = text.replace("\\n", "\n")
+    if not text.startswith("-----BEGIN"):
+        try:
+            text = base64.b64decode(text, validate=False).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            text = ""
+    if not _PEM_RE.search(text):
+        raise ConfigError(
+            f"{variable} does not hold a private key: expected PEM text starting with "
+            "'-----BEGIN RSA PRIVATE KEY-----' (or the base64 of it)."
+        )
+    return text + ("\n" if not text.endswith("\n") else "")
+
+
+def load_settings(
+    environ: Mapping[str, str], *, env_file: Path | None = Path(".env"), **overrides: Any
+) -> Settings:
+    """Build Settings from ``environ`` (wins) and ``env_file`` (when it exists).
+
+    Raises :class:`ConfigError` with the variable's name when a value is invalid.
+    """
+    picked = {
+        k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) or k in PROBOT_FALLBACKS
+    }
+    # A PATCHWRIGHT_ name beats its Probot fallback regardless of mapping order.
+    for name in PROBOT_FALLBACKS:
+        if ENV_PREFIX + name in picked:
+            picked.pop(name, None)
+    picked.update({k: v for k, v in overrides.items() if v is not None})
+    file = env_file if env_file is not None and env_file.is_file() else None
+    try:
+        return Settings(_env_file=file, **picked)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_settings_errors(exc)) from None
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    lines = ["Invalid settings:"]
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = field if field.startswith(ENV_PREFIX) or field in PROBOT_FALLBACKS else (
+            ENV_PREFIX + field.upper()
+        )
+        lines.append(f"  {name}: {err['msg']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Per-repository configuration: .github/patchwright.yml on the default branch.
+# --------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentChoice(_Strict):
+    preset: Literal["claude", "codex", "aider", "command"] | None = None
+    model: str | None = None
+    command: str | None = Field(
+        default=None, description="Template for the `command` preset: {prompt_file} {workdir} {model}"
+    )
+
+
+class AgentConfig(AgentChoice):
+    network: bool = Field(default=True, description="Allow the agent network access in the sandbox")
+    timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    by_label: dict[str, AgentChoice] = Field(
+        default_factory=dict, description="Agent choice for issues carrying a given label"
+    )
+
+
+class BudgetConfig(_Strict):
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    max_cost_usd: float = Field(default=10.0, gt=0)
+    daily_cost_usd: float | None = Field(default=None, gt=0)
+    max_feedback_retries: int = Field(default=20, ge=0, le=1000)
+
+
+class CIConfig(_Strict):
+    ignore: list[str] = Field(default_factory=list, description="Check names that never count")
+    failure_conclusions: list[Literal["failure", "timed_out", "startup_failure", "cancelled", "action_required", "stale"]] = Field(
+        default_factory=lambda: ["failure", "timed_out", "startup_failure"]
+    )
+    settle_minutes: float = Field(default=10, ge=0, le=24 * 60)
+
+
+class PullRequestConfig(_Strict):
+    draft: bool = False
+
+
+class RepoConfig(_Strict):
+    """The schema of ``.github/patchwright.yml``. Unknown keys are errors."""
+
+    trigger_label: str = Field(default="patchwright", min_length=1, max_length=50)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    ci: CIConfig = Field(default_factory=CIConfig)
+    protected_paths: list[str] = Field(default_factory=lambda: [".github/workflows/**"])
+    pull_requests: PullRequestConfig = Field(default_factory=PullRequestConfig)
+    state_labels: bool = False
+    allowed_bots: list[str] = Field(default_factory=list)
+    command_aliases: list[str] = Field(default_factory=list)
+    max_concurrent_tasks: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("command_aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        return [a.lstrip("@") for a in value]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One error in a repo config file: where it is and what is wrong."""
+
+    path: str  # dotted key path, e.g. "budget.max_attempts" ("" for the whole file)
+    line: int | None  # 1-based line in the file, when known
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        key = f"{self.path}: " if self.path else ""
+        return f"{where}{key}{self.message}"
+
+
+class RepoConfigError(Exception):
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def parse_repo_config(text: str) -> RepoConfig:
+    """Parse and validate a ``.github/patchwright.yml``; an empty file means all defaults.
+
+    Raises :class:`RepoConfigError` listing every problem with its key path and line.
+    """
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+        root = yaml.compose(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RepoConfigError([ConfigProblem("", line, f"not valid YAML: {problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RepoConfigError(
+            [ConfigProblem("", 1, f"expected a mapping of settings, got {type(data).__name__}")]
+        )
+    try:
+        return RepoConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            problems.append(ConfigProblem(".".join(loc), _line_of(root, err["loc"]), _message(err)))
+        raise RepoConfigError(problems) from None
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check the spelling; see `patchwright check-config --help`)"
+    return str(err["msg"])
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    # An unknown key points at the key itself; a bad value at the value.
+                    line = key.start_mark.line + 1
+                    node = value
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def dump_repo_config(config: RepoConfig) -> str:
+    """The effective configuration as YAML (defaults filled in)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
