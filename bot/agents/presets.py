@@ -1,0 +1,504 @@
+"""Agent presets (SPEC §6.3): how to launch each coding agent CLI and read its output.
+
+Each preset turns an :class:`Invocation` into a :class:`Launch` (argv, stdin, non-secret
+environment additions), reads the CLI's streamed lines into a :class:`StreamState` (cost,
+session id, structured errors) and, once the process ended, decides the
+:class:`~bot.agents.result.AgentResult` from structured facts only.
+
+Verified against: Claude Code 2.1.197 (``@anthropic-ai/claude-code``), Codex CLI 0.169.0
+(``@openai/codex``), aider 0.86.2 (``aider-chat``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bot.agents.result import AgentOutcome, AgentResult, CliReport, KillReason, classify
+from bot.agents.signal import SignalRead
+
+MAX_SUMMARY_CHARS = 4000
+_TAIL_LINES = 20
+_TAIL_LINE_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """What the worker asks for: the prompt (also written to ``prompt_file``, outside the
+    checkout), the checkout, the model, a session to resume, the spend left for this
+    attempt, and whether the process runs inside our bubblewrap sandbox."""
+
+    prompt: str
+    prompt_file: str
+    workdir: str
+    model: str = ""
+    session_id: str = ""
+    max_cost_usd: float | None = None
+    sandboxed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How to start the agent. ``env`` holds only non-secret additions; the worker merges
+    them over :func:`bot.agents.sandbox.agent_env`."""
+
+    argv: list[str]
+    stdin: bytes | None
+    env: dict[str, str]
+    resumable: bool
+    resumed: bool = False
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What has been read from the agent's output so far (updated line by line)."""
+
+    session_id: str = ""
+    cost_usd: float = 0.0
+    summary: str = ""
+    result_seen: bool = False
+    is_error: bool = False
+    error_subtype: str = ""
+    error_code: str = ""  # e.g. Claude Code's assistant `error` ("authentication_failed")
+    api_status: int | None = None
+    error_message: str = ""
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    events: int = 0
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+
+    def keep_text(self, line: str) -> None:
+        """Remember a non-structured output line (context for error messages only)."""
+        if line.strip():
+            self.tail.append(line[:_TAIL_LINE_CHARS])
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _clip(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class Preset(ABC):
+    """One agent CLI."""
+
+    name: ClassVar[str]
+    provider_keys: tuple[str, ...] = ()  # environment variables the agent needs (API keys…)
+    resumable: ClassVar[bool] = False
+
+    @abstractmethod
+    def build(self, invocation: Invocation) -> Launch: ...
+
+    def new_state(self) -> StreamState:
+        return StreamState()
+
+    def parse_line(self, line: str, state: StreamState) -> None:
+        """Read one output line (stdout or stderr) into ``state``."""
+        state.keep_text(line)
+
+    def report(self, state: StreamState, exit_code: int | None) -> CliReport:
+        """What the CLI's structured output says about the run."""
+        return CliReport(summary=state.summary, cost_usd=state.cost_usd, session_id=state.session_id)
+
+    def finish(
+        self,
+        state: StreamState,
+        exit_code: int | None,
+        signal: SignalRead,
+        *,
+        killed: KillReason | None = None,
+    ) -> AgentResult:
+        """The run's result from the process end, the signal file and the CLI's output."""
+        return classify(
+            exit_code=exit_code,
+            signal=signal,
+            cli=self.report(state, exit_code),
+            killed=killed,
+            output_tail="\n".join(state.tail),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Claude Code
+# --------------------------------------------------------------------------------------
+
+# Claude Code's assistant-message `error` codes (its SDK schema) and what they mean for us.
+CLAUDE_CONFIG_ERRORS = frozenset(
+    {"authentication_failed", "oauth_org_not_allowed", "billing_error", "model_not_found"}
+)
+CLAUDE_TRANSIENT_ERRORS = frozenset({"rate_limit", "overloaded", "server_error"})
+CONFIG_HTTP_STATUSES = frozenset({401, 402, 403, 404})
+TRANSIENT_HTTP_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class ClaudePreset(Preset):
+    """``claude -p --output-format stream-json --verbose``, prompt on stdin.
+
+    Runs with ``--permission-mode bypassPermissions``: nobody is there to approve tool use,
+    and the agent is confined by our sandbox instead. Claude Code refuses that mode as root
+    unless ``IS_SANDBOX=1`` says the process is sandboxed, so the preset sets it.
+    """
+
+    name = "claude"
+    provider_keys = (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    )
+    resumable = True
+
+    def __init__(self, executable: str = "claude", *, permission_mode: str = "bypassPermissions") -> None:
+        self.executable = executable
+        self.permission_mode = permission_mode
+
+    def build(self, invocation: Invocation) -> Launch:
+        argv = [
+            self.executable,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            self.permission_mode,
+        ]
+        if invocation.model:
+            argv += ["--model", invocation.model]
+        if invocation.session_id:
+            argv += ["--resume", invocation.session_id]
+        if invocation.max_cost_usd is not None and invocation.max_cost_usd > 0:
+            argv += ["--max-budget-usd", f"{invocation.max_cost_usd:.4f}"]
+        env = {
+            "IS_SANDBOX": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        return Launch(
+            argv=argv,
+            stdin=invocation.prompt.encode("utf-8"),
+            env=env,
+            resumable=True,
+            resumed=bool(invocation.session_id),
+        )
+
+    def parse_line(self, line: str, state: StreamState) -> None:
+        event = _json_object(line)
+        if event is None or not isinstance(event.get("type"), str):
+            state.keep_text(line)
+            return
+        state.events += 1
+        kind = event["type"]
+        session = event.get("session_id")
+        if isinstance(session, str) and session:
+            state.session_id = session
+        if kind == "assistant":
+            error = event.get("error")
+            # Only the latest assistant message's error matters: earlier ones were recovered from.
+            state.error_code = error if isinstance(error, str) else ""
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            status = _number(event.get("api_error_status"))
+            if status is None:
+                status = _number(message.get("api_error_status"))
+            if status is not None:
+                state.api_status = int(status)
+        elif kind == "result":
+            state.result_seen = True
+            state.is_error = bool(event.get("is_error"))
+            state.error_subtype = str(event.get("subtype") or "")
+            cost = _number(event.get("total_cost_usd"))
+            if cost is not None:
+                state.cost_usd = cost
+            status = _number(event.get("api_error_status"))
+            if status is not None:
+                state.api_status = int(status)
+            result = event.get("result")
+            errors = event.get("errors")
+            if isinstance(result, str) and result.strip():
+                if state.is_error:
+                    state.error_message = _clip(result)
+                else:
+                    state.summary = _clip(result)
+            if state.is_error and not state.error_message and isinstance(errors, list):
+                state.error_message = _clip("; ".join(str(e) for e in errors if e))
+
+    def report(self, state: StreamState, exit_code: int | None) -> CliReport:
+        base = {"summary": state.summary, "cost_usd": state.cost_usd, "session_id": state.session_id}
+        details = {
+            "subtype": state.error_subtype,
+            "error": state.error_code,
+            "status": str(state.api_status or ""),
+        }
+        if not state.result_seen or not state.is_error:
+            return CliReport(**base)
+        message = state.error_message or state.error_subtype or "Claude Code reported an error"
+        if state.error_subtype == "error_max_budget_usd":
+            failure = AgentOutcome.KILLED_COST
+        elif state.error_code in CLAUDE_CONFIG_ERRORS or state.api_status in CONFIG_HTTP_STATUSES:
+            failure = AgentOutcome.CONFIG_ERROR
+        elif state.error_code in CLAUDE_TRANSIENT_ERRORS or (
+            state.api_status is not None
+            and (state.api_status in TRANSIENT_HTTP_STATUSES or state.api_status >= 500)
+        ):
+            failure = AgentOutcome.TRANSIENT
+        else:
+            failure = AgentOutcome.AGENT_ERROR
+        return CliReport(failure=failure, message=message, details=details, **base)
+
+
+# --------------------------------------------------------------------------------------
+# Codex CLI
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrices:
+    """USD per million tokens, for CLIs that report tokens but not cost (Codex)."""
+
+    input: float
+    cached_input: float
+    output: float
+
+    def cost(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> float:
+        uncached = max(0, input_tokens - cached_input_tokens)
+        return (
+            uncached * self.input + cached_input_tokens * self.cached_input + output_tokens * self.output
+        ) / 1_000_000
+
+
+class CodexPreset(Preset):
+    """``codex exec --json``, prompt on stdin (``-``); resumes with ``codex exec resume``.
+
+    Inside our bubblewrap sandbox Codex's own sandbox is bypassed (it cannot nest); outside
+    it Codex runs with its ``workspace-write`` sandbox. Codex reports tokens, not dollars:
+    give ``prices`` to turn them into a cost.
+    """
+
+    name = "codex"
+    provider_keys = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
+    resumable = True
+
+    def __init__(self, executable: str = "codex", *, prices: TokenPrices | None = None) -> None:
+        self.executable = executable
+        self.prices = prices
+
+    def build(self, invocation: Invocation) -> Launch:
+        argv = [self.executable, "exec"]
+        if invocation.session_id:
+            argv.append("resume")
+        argv += ["--json", "--skip-git-repo-check"]
+        if invocation.sandboxed:
+            argv.append("--dangerously-bypass-approvals-and-sandbox")
+        else:
+            argv += ["-c", 'sandbox_mode="workspace-write"']
+        if invocation.model:
+            argv += ["-m", invocation.model]
+        if invocation.session_id:
+            argv.append(invocation.session_id)
+        argv.append("-")  # the prompt comes on stdin
+        return Launch(
+            argv=argv,
+            stdin=invocation.prompt.encode("utf-8"),
+            env={},
+            resumable=True,
+            resumed=bool(invocation.session_id),
+        )
+
+    def parse_line(self, line: str, state: StreamState) -> None:
+        event = _json_object(line)
+        if event is None or not isinstance(event.get("type"), str):
+            state.keep_text(line)
+            return
+        state.events += 1
+        kind = event["type"]
+        if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+            state.session_id = event["thread_id"]
+        elif kind == "turn.completed":
+            usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+            state.input_tokens += int(_number(usage.get("input_tokens")) or 0)
+            state.cached_input_tokens += int(_number(usage.get("cached_input_tokens")) or 0)
+            state.output_tokens += int(_number(usage.get("output_tokens")) or 0)
+            if self.prices is not None:
+                state.cost_usd = self.prices.cost(
+                    state.input_tokens, state.cached_input_tokens, state.output_tokens
+                )
+        elif kind == "turn.failed":
+            state.is_error = True
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            state.error_message = _clip(str(message or "Codex reported a failed turn"))
+        elif kind == "error":
+            # Non-fatal notices (e.g. reconnecting); kept as context unless a turn already failed.
+            message = event.get("message")
+            if isinstance(message, str) and not state.is_error:
+                state.error_message = _clip(message)
+        elif kind == "item.completed":
+            item = event.get("item")
+            if (
+                isinstance(item, dict)
+                and item.get("type") == "agent_message"
+                and isinstance(item.get("text"), str)
+            ):
+                state.summary = _clip(item["text"])
+
+    def report(self, state: StreamState, exit_code: int | None) -> CliReport:
+        base = {"summary": state.summary, "cost_usd": state.cost_usd, "session_id": state.session_id}
+        if state.is_error or (exit_code not in (0, None) and state.error_message):
+            # Codex's events carry no error codes, so a failure cannot be told apart further.
+            return CliReport(failure=AgentOutcome.AGENT_ERROR, message=state.error_message, **base)
+        return CliReport(**base)
+
+
+# --------------------------------------------------------------------------------------
+# aider
+# --------------------------------------------------------------------------------------
+
+# aider's usage report line: "Cost: $0.0123 message, $0.0456 session."
+AIDER_COST = re.compile(
+    r"Cost: \$(?P<message>[0-9][0-9,]*(?:\.[0-9]+)?) message, \$(?P<session>[0-9][0-9,]*(?:\.[0-9]+)?) session"
+)
+
+
+class AiderPreset(Preset):
+    """``aider --message-file <prompt> --yes-always --no-auto-commits …``: one message, then exit.
+
+    aider has no machine-readable result (it even exits 0 when the provider rejects the
+    key), so the outcome comes from the signal file and the exit code; its cost comes from
+    its usage report lines. Not resumable.
+    """
+
+    name = "aider"
+    provider_keys = (
+        "OPENAI_API_KEY",
+        "OPENAI_API_BASE",
+        "ANTHROPIC_API_KEY",
+        "OPENROUTER_API_KEY",
+        "GEMINI_API_KEY",
+        "DEEPSEEK_API_KEY",
+    )
+    resumable = False
+
+    def __init__(self, executable: str = "aider") -> None:
+        self.executable = executable
+
+    def build(self, invocation: Invocation) -> Launch:
+        argv = [
+            self.executable,
+            "--message-file",
+            invocation.prompt_file,
+            "--yes-always",
+            "--no-auto-commits",
+            "--no-dirty-commits",
+            "--no-gitignore",
+            "--no-pretty",
+            "--no-stream",
+            "--no-fancy-input",
+            "--no-check-update",
+            "--no-show-release-notes",
+            "--no-show-model-warnings",
+            "--no-detect-urls",
+            "--no-suggest-shell-commands",
+            "--analytics-disable",
+        ]
+        if invocation.model:
+            argv += ["--model", invocation.model]
+        return Launch(argv=argv, stdin=None, env={}, resumable=False)
+
+    def parse_line(self, line: str, state: StreamState) -> None:
+        match = AIDER_COST.search(line)
+        if match:
+            state.cost_usd = float(match.group("session").replace(",", ""))
+            return
+        state.keep_text(line)
+
+
+# --------------------------------------------------------------------------------------
+# any command
+# --------------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(prompt_file|workdir|model)\}")
+
+
+def render_command(template: str, *, prompt_file: str, workdir: str, model: str) -> str:
+    """Substitute ``{prompt_file}``, ``{workdir}`` and ``{model}`` (shell-quoted); any
+    other braces are left for the shell."""
+    values = {"prompt_file": prompt_file, "workdir": workdir, "model": model}
+    return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+
+
+class CommandPreset(Preset):
+    """Any command: ``bash -c <template>`` with the placeholders filled in, the prompt also
+    on stdin. The outcome comes from the signal file and the exit code. Not resumable."""
+
+    name = "command"
+    resumable = False
+
+    def __init__(self, template: str, *, provider_keys: tuple[str, ...] = (), shell: str = "bash") -> None:
+        if not template.strip():
+            raise ValueError("the command preset needs a command template")
+        self.template = template
+        self.provider_keys = tuple(provider_keys)
+        self.shell = shell
+
+    def build(self, invocation: Invocation) -> Launch:
+        command = render_command(
+            self.template,
+            prompt_file=invocation.prompt_file,
+            workdir=invocation.workdir,
+            model=invocation.model,
+        )
+        return Launch(
+            argv=[self.shell, "-c", command],
+            stdin=invocation.prompt.encode("utf-8"),
+            env={},
+            resumable=False,
+        )
+
+
+PRESET_NAMES = ("claude", "codex", "aider", "command")
+
+
+def get_preset(
+    name: str,
+    *,
+    command: str | None = None,
+    executables: Mapping[str, str] | None = None,
+    codex_prices: TokenPrices | None = None,
+    command_keys: tuple[str, ...] = (),
+) -> Preset:
+    """The preset called ``name``; ``command`` is the template the ``command`` preset needs,
+    ``executables`` optionally overrides a CLI's path per preset name."""
+    exe = dict(executables or {})
+    if name == "claude":
+        return ClaudePreset(exe.get("claude", "claude"))
+    if name == "codex":
+        return CodexPreset(exe.get("codex", "codex"), prices=codex_prices)
+    if name == "aider":
+        return AiderPreset(exe.get("aider", "aider"))
+    if name == "command":
+        if not command:
+            raise ValueError("the command preset needs a command template (agent.command)")
+        return CommandPreset(command, provider_keys=command_keys)
+    raise ValueError(f"unknown agent preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
