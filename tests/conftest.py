@@ -1,14 +1,30 @@
-"""Shared test fixtures. Area-specific fixtures live in tests/<area>/conftest.py."""
+"""Shared test fixtures.
+
+Store fixtures: every test using ``store``/``make_store`` runs once per backend (ids
+``sqlite`` and ``postgres``). PostgreSQL comes from ``PATCHWRIGHT_TEST_POSTGRES_URL``
+(default ``postgresql://postgres@127.0.0.1:5432/test``), a fresh schema per test; when it is
+unreachable the postgres cases are skipped, or fail when ``CI=true``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
+
+from bot.store.base import Store
+from bot.store.factory import open_store
+from bot.store.postgres import redact_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +43,9 @@ def skip_or_fail(reason: str) -> None:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The project's shared/ folder (GitHub payload examples, REST description)."""
-    candidates = [Path(os.environ["PATCHWRIGHT_SHARED_DIR"])] if os.environ.get("PATCHWRIGHT_SHARED_DIR") else []
+    candidates = (
+        [Path(os.environ["PATCHWRIGHT_SHARED_DIR"])] if os.environ.get("PATCHWRIGHT_SHARED_DIR") else []
+    )
     candidates.append(REPO_ROOT.parent / "shared")
     for path in candidates:
         if (path / "github" / "webhooks").is_dir():
@@ -44,3 +62,110 @@ def hub_signature(body: bytes, secret: str) -> str:
 @pytest.fixture
 def sign() -> Callable[[bytes, str], str]:
     return hub_signature
+
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES_URL_ENV = "PATCHWRIGHT_TEST_POSTGRES_URL"
+
+
+class ManualClock:
+    """A clock for stores under test: returns ``now`` until a test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.now += delta
+        return self.now
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a test's stores live: backend name, URL and (PostgreSQL) schema."""
+
+    backend: str
+    url: str
+    schema: str | None
+
+
+MakeStore = Callable[..., Awaitable[Store]]
+
+
+def postgres_test_url() -> str:
+    return os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
+
+
+def _unreachable_reason(url: str) -> str | None:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if host.startswith("/"):
+        return None  # a Unix socket directory: let the connection itself report problems
+    try:
+        with socket.create_connection((host, parts.port or 5432), timeout=2):
+            return None
+    except OSError as exc:
+        return f"{host}:{parts.port or 5432}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server's URL; skips (or fails when CI=true) if it cannot be reached."""
+    url = postgres_test_url()
+    reason = _unreachable_reason(url)
+    if reason is not None:
+        message = f"PostgreSQL is not reachable at {redact_url(url)} ({reason}); set {POSTGRES_URL_ENV}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC).replace(microsecond=123456))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_target(request: pytest.FixtureRequest, tmp_path) -> StoreTarget:
+    if request.param == "sqlite":
+        return StoreTarget("sqlite", f"sqlite:///{tmp_path / 'store.db'}", None)
+    url = request.getfixturevalue("postgres_url")
+    return StoreTarget("postgres", url, f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+async def make_store(store_target: StoreTarget, clock: ManualClock) -> AsyncIterator[MakeStore]:
+    """``await make_store(clock=None, migrate=False)``: another Store on the same database."""
+    opened: list[Store] = []
+
+    async def make(*, clock_fn: Callable[[], datetime] | None = None, migrate: bool = False) -> Store:
+        store = await open_store(store_target.url, clock=clock_fn or clock, schema=store_target.schema)
+        opened.append(store)
+        if migrate:
+            await store.migrate()
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in opened:
+            await store.close()
+        if store_target.schema is not None:
+            conn = await asyncpg.connect(store_target.url)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{store_target.schema}" CASCADE')
+            finally:
+                await conn.close()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> Store:
+    return await make_store(migrate=True)

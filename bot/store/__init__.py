@@ -9,6 +9,7 @@ from bot.store.base import (
     StoreError,
     TaskEvent,
 )
+from bot.store.factory import open_store
 
 __all__ = [
     "Attempt",
@@ -18,4 +19,5 @@ __all__ = [
     "Store",
     "StoreError",
     "TaskEvent",
+    "open_store",
 ]

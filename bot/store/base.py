@@ -194,6 +194,10 @@ class Store(Protocol):
 
     async def add_event(self, event: TaskEvent) -> None: ...
 
+    async def repo_cost_since(self, repo: str, since: datetime) -> float:
+        """Sum of attempt costs of ``repo``'s tasks for attempts finished (or, still running,
+        started) at or after ``since`` (the per-repo daily cap)."""
+
     async def list_events(self, task_id: str) -> list[TaskEvent]: ...
 
     # -- deliveries ledger -----------------------------------------------------------

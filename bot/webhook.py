@@ -1,0 +1,170 @@
+"""POST /webhook: read → verify → ledger → 202.
+
+Nothing slow runs in the request: the delivery is checked, written to the ledger (committed
+before the answer) and left to the dispatcher. Bad input gets a clear 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from bot.store.base import Delivery, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+
+
+class WebhookRejected(Exception):
+    """A delivery that must be answered with a 4xx."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDelivery:
+    delivery_id: str
+    event: str
+    action: str
+    repo: str
+    installation_id: int | None
+
+
+def verify_signature(body: bytes, secret: bytes, header: str | None, sha1_header: str | None) -> None:
+    """Check ``X-Hub-Signature-256`` in constant time. SHA-1-only signatures are refused."""
+    if not header:
+        if sha1_header:
+            raise WebhookRejected(
+                401,
+                "Only an X-Hub-Signature (SHA-1) header was sent; SHA-1 signatures are not "
+                "accepted. GitHub sends X-Hub-Signature-256 when the webhook has a secret.",
+            )
+        raise WebhookRejected(
+            401, "Missing X-Hub-Signature-256 header: deliveries must be signed with the webhook secret."
+        )
+    algo, _, digest = header.partition("=")
+    if algo != "sha256" or not digest:
+        raise WebhookRejected(401, "Malformed X-Hub-Signature-256 header: expected 'sha256=<hex digest>'.")
+    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, digest.strip().lower()):
+        raise WebhookRejected(401, "Signature does not match: check that the webhook secret is the same on both sides.")
+
+
+def parse_delivery(headers: Any, body: bytes) -> tuple[ParsedDelivery, dict[str, Any]]:
+    """Read the event, delivery id, action, repository and installation from a verified body."""
+    event = headers.get("X-GitHub-Event", "").strip()
+    delivery_id = headers.get("X-GitHub-Delivery", "").strip()
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WebhookRejected(400, f"Body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise WebhookRejected(400, "Body must be a JSON object.")
+    action = payload.get("action")
+    repo = payload.get("repository")
+    installation = payload.get("installation")
+    full_name = repo.get("full_name") if isinstance(repo, dict) else None
+    inst_id = installation.get("id") if isinstance(installation, dict) else None
+    return (
+        ParsedDelivery(
+            delivery_id=delivery_id,
+            event=event,
+            action=action if isinstance(action, str) else "",
+            repo=full_name if isinstance(full_name, str) else "",
+            installation_id=inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
+        ),
+        payload,
+    )
+
+
+def check_headers(headers: Any) -> None:
+    missing = [h for h in ("X-GitHub-Event", "X-GitHub-Delivery") if not headers.get(h, "").strip()]
+    if missing:
+        raise WebhookRejected(400, f"Missing header(s): {', '.join(missing)}. Is this a GitHub webhook?")
+    if len(headers["X-GitHub-Delivery"]) > 200 or len(headers["X-GitHub-Event"]) > 100:
+        raise WebhookRejected(400, "X-GitHub-Delivery or X-GitHub-Event header is too long.")
+
+
+def check_content_type(content_type: str) -> None:
+    if content_type != "application/json":
+        raise WebhookRejected(
+            415,
+            f"Content type {content_type or '(none)'} is not supported: set the webhook's "
+            "content type to application/json.",
+        )
+
+
+class WebhookIngress:
+    """The request handler. ``on_recorded`` wakes the dispatcher (it must be cheap)."""
+
+    def __init__(
+        self,
+        store: Store,
+        secret: str,
+        *,
+        clock: Callable[[], datetime],
+        on_recorded: Callable[[], None] | None = None,
+    ):
+        if not secret:
+            raise ValueError("a webhook secret is required")
+        self._store = store
+        self._secret = secret.encode()
+        self._clock = clock
+        self._on_recorded = on_recorded
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle(request)
+        except WebhookRejected as exc:
+            log.info("webhook rejected (%s): %s", exc.status, exc.message)
+            return web.json_response({"error": exc.message}, status=exc.status)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise WebhookRejected(413, "Payload over 25 MiB.")
+        check_content_type(request.content_type)
+        check_headers(request.headers)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise WebhookRejected(413, "Payload over 25 MiB.") from None
+        if len(body) > MAX_BODY_BYTES:
+            raise WebhookRejected(413, "Payload over 25 MiB.")
+        verify_signature(
+            body,
+            self._secret,
+            request.headers.get("X-Hub-Signature-256"),
+            request.headers.get("X-Hub-Signature"),
+        )
+        parsed, _payload = parse_delivery(request.headers, body)
+        inserted = await self._store.record_delivery(
+            Delivery(
+                id=parsed.delivery_id,
+                event=parsed.event,
+                action=parsed.action,
+                repo=parsed.repo,
+                installation_id=parsed.installation_id,
+                payload=body,
+                received_at=self._clock(),
+            )
+        )
+        if not inserted:
+            return web.json_response({"status": "duplicate", "delivery": parsed.delivery_id}, status=200)
+        if self._on_recorded is not None:
+            self._on_recorded()
+        if parsed.event == "ping":
+            return web.json_response({"status": "pong", "delivery": parsed.delivery_id}, status=200)
+        return web.json_response({"status": "accepted", "delivery": parsed.delivery_id}, status=202)
