@@ -577,6 +577,16 @@ class PostgresStore:
         async with self._tx() as tx:
             await self._insert_event(tx, event, self._clock())
 
+    async def record_fact(self, key: str, value: str = "") -> bool:
+        async with self._tx() as tx:
+            status = await tx.conn.execute(
+                "INSERT INTO facts (key, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                rows.clean_text(key),
+                rows.clean_text(value),
+                self._clock(),
+            )
+            return status.endswith(" 1")
+
     async def list_events(self, task_id: str) -> list[TaskEvent]:
         found = await self._fetch("SELECT * FROM task_events WHERE task_id = $1 ORDER BY seq", task_id)
         return [rows.event_from_row(row, _decode_time) for row in found]

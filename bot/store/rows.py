@@ -54,7 +54,7 @@ INT_FIELDS = frozenset(
 )
 OPTIONAL_INT_FIELDS = frozenset({"pr_number", "status_comment_id"})
 FLOAT_FIELDS = frozenset({"cost_usd", "max_cost_usd"})
-TEXT_TUPLE_FIELDS = frozenset({"queued_feedback"})
+TEXT_TUPLE_FIELDS = frozenset({"queued_feedback", "review_threads"})
 TEXT_FIELDS = frozenset(TASK_FIELDS) - (
     ENUM_FIELDS.keys()
     | TIME_FIELDS

@@ -508,6 +508,15 @@ class SQLiteStore:
         async with self._write() as tx:
             await self._insert_event(tx, event, self._clock())
 
+    async def record_fact(self, key: str, value: str = "") -> bool:
+        async with self._write() as tx:
+            found = await tx.fetch(
+                "INSERT INTO facts (key, value, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                (rows.clean_text(key), rows.clean_text(value), encode_time(self._clock())),
+            )
+            return bool(found)
+
     async def list_events(self, task_id: str) -> list[TaskEvent]:
         found = await self._read("SELECT * FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,))
         return [rows.event_from_row(row, decode_time) for row in found]

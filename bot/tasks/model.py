@@ -87,6 +87,7 @@ class Task:
     transient_retries: int = 0
     feedback_retries: int = 0
     queued_feedback: tuple[str, ...] = ()
+    review_threads: tuple[str, ...] = ()  # review comment ids to answer "addressed in <sha>" after the next push
     last_error_signature: str = ""
     cost_usd: float = 0.0
     max_cost_usd: float = 10.0

@@ -123,6 +123,7 @@ async def test_round_trip_of_every_task_field(store, clock):
         transient_retries=4,
         feedback_retries=5,
         queued_feedback=("please rename", "and add a test ✓", ""),
+        review_threads=("101", "202"),
         last_error_signature="sig:abc",
         cost_usd=0.1 + 0.2,
         max_cost_usd=12.5,
@@ -927,3 +928,11 @@ async def test_group_commit_reports_a_failed_batch_to_every_caller():
     assert all(isinstance(r, StoreError) and "disk full" in str(r) for r in results)
     assert await commit.submit(7) == 7
     await commit.close()
+
+
+async def test_facts_are_recorded_once_across_stores(store, make_store):
+    other = await make_store()
+    assert await store.record_fact("ci:o/r:abc", "retry") is True
+    assert await other.record_fact("ci:o/r:abc", "retry") is False
+    assert await store.record_fact("ci:o/r:abc") is False
+    assert await other.record_fact("ci:o/r:def") is True

@@ -22,6 +22,7 @@ CREATE TABLE tasks (
     transient_retries    integer NOT NULL DEFAULT 0,
     feedback_retries     integer NOT NULL DEFAULT 0,
     queued_feedback      text NOT NULL DEFAULT '[]',          -- JSON array of strings
+    review_threads       text NOT NULL DEFAULT '[]',          -- JSON array of comment ids
     last_error_signature text NOT NULL DEFAULT '',
     cost_usd             double precision NOT NULL DEFAULT 0,
     max_cost_usd         double precision NOT NULL,
@@ -133,3 +134,11 @@ CREATE TABLE installation_repos (
 );
 
 CREATE INDEX installation_repos_repo ON installation_repos (repo);
+
+-- One-time facts ("decided CI for <sha>", "commented about the base branch"): a key is
+-- recorded once, so a decision taken by one process is never taken again by another.
+CREATE TABLE facts (
+    key         text PRIMARY KEY,
+    value       text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL
+);

@@ -24,6 +24,7 @@ CREATE TABLE tasks (
     transient_retries    INTEGER NOT NULL DEFAULT 0,
     feedback_retries     INTEGER NOT NULL DEFAULT 0,
     queued_feedback      TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
+    review_threads       TEXT NOT NULL DEFAULT '[]',          -- JSON array of comment ids
     last_error_signature TEXT NOT NULL DEFAULT '',
     cost_usd             REAL NOT NULL DEFAULT 0,
     max_cost_usd         REAL NOT NULL,
@@ -147,3 +148,11 @@ CREATE TABLE wakeups (
 ) STRICT;
 
 INSERT INTO wakeups (channel, counter) VALUES ('pending', 0), ('deliveries', 0);
+
+-- One-time facts ("decided CI for <sha>", "commented about the base branch"): a key is
+-- recorded once, so a decision taken by one process is never taken again by another.
+CREATE TABLE facts (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL DEFAULT '',
+    created_at  TEXT NOT NULL
+);
