@@ -1,0 +1,1103 @@
+"""The worker's git operations (SPEC §6.2, §6.5, §6.6, §6.7).
+
+Layout under the data dir: one bare cache repository per GitHub repository
+(``repos/<owner>/<name>.git``, remote branches under ``refs/remotes/origin/*``) and one
+``git worktree`` per task (``work/<task_id>``).
+
+Every git call is an asyncio subprocess with an explicit environment: no system or global git
+config, no inherited ``GIT_*`` variables, hooks off. The installation token reaches git only
+through the environment of the network commands (``GIT_CONFIG_COUNT`` with
+``http.extraHeader``) — never argv, the remote URL or a file. Network commands run against the
+cache repository with the remote URL given explicitly, after rewriting the cache's config, so
+nothing an agent writes into git config or a checkout's ``.git`` can redirect the token.
+Everything git prints is redacted before it is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from .branches import check_branch_name, check_task_id, split_repo, task_branch, wip_branch
+from .guard import ChangedFile, redact
+
+__all__ = [
+    "BranchNotFoundError",
+    "Checkout",
+    "GitAuth",
+    "GitAuthError",
+    "GitCommandError",
+    "MergeOutcome",
+    "PushResult",
+    "UnresolvedMergeError",
+    "Workspaces",
+    "bot_identity",
+    "task_branch",
+    "wip_branch",
+]
+
+# A PATH built from constants (never from the process environment): the interpreter's
+# directory first, then the usual system directories.
+DEFAULT_SEARCH_PATH = os.pathsep.join(
+    dict.fromkeys(
+        [
+            os.path.dirname(sys.executable),
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ]
+    )
+)
+
+REMOTE_NAME = "origin"
+TRACKING_PREFIX = f"refs/remotes/{REMOTE_NAME}/"
+FETCH_REFSPEC = f"+refs/heads/*:{TRACKING_PREFIX}*"
+STATE_DIR = ".patchwright"
+EXCLUDE_STATE_DIR = f":(exclude){STATE_DIR}"
+MAX_PUSH_ROUNDS = 4
+NETWORK_TIMEOUT = 600.0
+COMMAND_TIMEOUT = 300.0
+
+# Config every git call gets with the highest precedence: no hooks (an agent may have written
+# some), no credential helpers, no fsmonitor daemon.
+_SAFE_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", os.devnull),
+    ("credential.helper", ""),
+    ("core.fsmonitor", "false"),
+)
+_DIFF_OPTIONS = ("--no-color", "--no-ext-diff", "--no-textconv", "--find-renames", "--no-abbrev")
+_IN_PROGRESS = ("MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+_QUIT_COMMANDS: Mapping[str, str] = MappingProxyType(
+    {"MERGE_HEAD": "merge", "CHERRY_PICK_HEAD": "cherry-pick", "REVERT_HEAD": "revert"}
+)
+_AUTH_FAILURE = re.compile(
+    r"Authentication failed|could not read (?:Username|Password)|terminal prompts disabled"
+    r"|returned error: 40[13]|Invalid username or (?:token|password)",
+    re.IGNORECASE,
+)
+_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(?:basic|bearer|token)?\s*\S+")
+_USERINFO = re.compile(r"(?i)(https?://)[^/@\s]+@")
+_MARKER_LINE = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |$)")
+
+
+# --------------------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    """An installation token for git over HTTPS. Its repr never shows the token."""
+
+    token: str
+
+    def __post_init__(self) -> None:
+        if not self.token or any(ch in self.token for ch in "\r\n\0"):
+            raise ValueError("a git token must be a non-empty single line")
+
+    def __repr__(self) -> str:
+        return "GitAuth(token=<redacted>)"
+
+    @property
+    def basic(self) -> str:
+        """``base64("x-access-token:<token>")``, as GitHub expects it."""
+        return base64.b64encode(f"x-access-token:{self.token}".encode()).decode("ascii")
+
+    def config(self) -> tuple[tuple[str, str], ...]:
+        """The git config entries that authenticate HTTP requests."""
+        return (("http.extraHeader", f"Authorization: Basic {self.basic}"),)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every form of the token that must never be shown."""
+        return (self.token, self.basic, f"x-access-token:{self.token}")
+
+
+@dataclass(frozen=True)
+class GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class GitCommandError(RuntimeError):
+    """A git operation failed. The message is safe to show users: secrets are redacted."""
+
+    def __init__(
+        self, message: str, *, command: str = "", returncode: int | None = None, output: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.output = output
+
+
+class GitAuthError(GitCommandError):
+    """The remote refused the token (or none was accepted)."""
+
+
+class BranchNotFoundError(GitCommandError):
+    """A branch the operation needs does not exist on the remote."""
+
+
+class UnresolvedMergeError(GitCommandError):
+    """``conclude_merge`` found conflict markers or unresolved paths."""
+
+    def __init__(self, message: str, *, paths: Sequence[str]) -> None:
+        super().__init__(message, command="commit")
+        self.paths = tuple(paths)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The outcome of :meth:`Checkout.push`. ``rebased``: human commits that arrived meanwhile
+    were integrated (``merged`` when that took a merge commit instead of a rebase)."""
+
+    ok: bool
+    sha: str | None = None
+    rebased: bool = False
+    error: str | None = None
+    merged: bool = False
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """The outcome of :meth:`Checkout.merge_base`. ``up_to_date``: the base was already merged,
+    no commit was made."""
+
+    clean: bool
+    sha: str | None = None
+    conflicts: tuple[str, ...] = ()
+    up_to_date: bool = False
+
+
+@dataclass(frozen=True)
+class PushRefStatus:
+    """One ref line of ``git push --porcelain``."""
+
+    flag: str
+    summary: str
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.flag in (" ", "+", "*", "=", "-")
+
+    @property
+    def remote_moved(self) -> bool:
+        """Rejected because the remote ref is not what we expected (lease or fast-forward)."""
+        return self.flag == "!" and self.summary.startswith("[rejected]")
+
+
+# --------------------------------------------------------------------------------------
+# pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def config_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Environment variables that give git the config ``pairs`` (like ``-c``, but not in argv)."""
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
+def redact_git_output(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secrets, authorization headers, credentials in URLs or
+    anything that looks like a token."""
+    text = redact(text, secrets)
+    text = _AUTH_HEADER.sub(r"\1[REDACTED]", text)
+    return _USERINFO.sub(r"\1[REDACTED]@", text)
+
+
+def summarize_stderr(text: str, limit: int = 800) -> str:
+    """The lines of git's stderr worth showing: ``fatal:``/``error:`` lines, else the last few."""
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    important = [line for line in lines if line.lower().startswith(("fatal:", "error:", "remote:"))]
+    chosen = important or lines[-5:]
+    summary = "; ".join(chosen)
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+def check_remote_url(url: str) -> str:
+    """Return ``url`` when it is an http(s) or file URL without credentials in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "file") or url.startswith("-"):
+        raise ValueError("the remote URL must be an http(s) or file URL")
+    if "@" in parts.netloc:
+        raise ValueError("the remote URL must not contain credentials")
+    if any(ch in url for ch in "\r\n\0 "):
+        raise ValueError("the remote URL contains invalid characters")
+    return url
+
+
+def check_identity(identity: tuple[str, str]) -> tuple[str, str]:
+    name, email = identity
+    for value in (name, email):
+        if not value or any(ch in value for ch in "<>\r\n\0"):
+            raise ValueError(f"invalid commit identity: {identity!r}")
+    return name, email
+
+
+def cache_config_text(identity: tuple[str, str]) -> str:
+    """The complete config of a cache repository (rewritten before network commands)."""
+    name, email = (v.replace("\\", "\\\\").replace('"', '\\"') for v in identity)
+    return (
+        "[core]\n"
+        "\trepositoryformatversion = 0\n"
+        "\tfilemode = true\n"
+        "\tbare = true\n"
+        "\tlogallrefupdates = false\n"
+        "[gc]\n"
+        "\tautoDetach = false\n"
+        "[user]\n"
+        f'\tname = "{name}"\n'
+        f'\temail = "{email}"\n'
+    )
+
+
+def tracking_ref(branch: str) -> str:
+    return TRACKING_PREFIX + branch
+
+
+def parse_push_porcelain(text: str, dst_ref: str) -> PushRefStatus | None:
+    """The status of ``dst_ref`` in ``git push --porcelain`` output, if reported."""
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[1].endswith(":" + dst_ref):
+            continue
+        summary = parts[2]
+        reason = ""
+        match = re.search(r"\(([^()]*)\)\s*$", summary)
+        if match:
+            reason = match.group(1)
+        return PushRefStatus(flag=parts[0][:1], summary=summary, reason=reason)
+    return None
+
+
+def parse_raw_diff(raw: bytes) -> list[tuple[str, str | None, str]]:
+    """``git diff --raw -z`` → (status letter, old path for renames/copies, path)."""
+    fields = raw.decode("utf-8", "surrogateescape").split("\0")
+    entries: list[tuple[str, str | None, str]] = []
+    i = 0
+    while i < len(fields):
+        meta = fields[i]
+        if not meta.startswith(":"):
+            i += 1
+            continue
+        letter = meta.split(" ")[-1][:1]
+        if letter in ("R", "C") and i + 2 < len(fields):
+            entries.append((letter, _decode_path(fields[i + 1]), _decode_path(fields[i + 2])))
+            i += 3
+        elif i + 1 < len(fields):
+            entries.append((letter, None, _decode_path(fields[i + 1])))
+            i += 2
+        else:
+            break
+    return entries
+
+
+def split_patches(text: str) -> list[str]:
+    """``git diff -p`` output → one text per file, from its first hunk on ("" without hunks)."""
+    sections: list[list[str]] = []
+    for line in text.split("\n"):
+        if line.startswith("diff --git "):
+            sections.append([])
+        elif sections:
+            sections[-1].append(line)
+    patches = []
+    for lines in sections:
+        start = next((i for i, line in enumerate(lines) if line.startswith("@@")), None)
+        patches.append("" if start is None else "\n".join(lines[start:]))
+    return patches
+
+
+def added_lines(patch: str) -> str:
+    """The lines a hunk text adds, without their ``+``, joined by newlines."""
+    return "\n".join(line[1:] for line in patch.split("\n") if line.startswith("+"))
+
+
+def conflict_marker_lines(text: str) -> int:
+    """How many lines of ``text`` are merge conflict markers (``<<<<<<<``, ``|||||||``,
+    ``>>>>>>>``; a bare ``=======`` alone is too common in prose to count)."""
+    return sum(1 for line in text.split("\n") if _MARKER_LINE.match(line.rstrip("\r")))
+
+
+def parse_unmerged(raw: bytes) -> list[str]:
+    """``git ls-files --unmerged -z`` → the unmerged paths, in order, once each."""
+    paths: dict[str, None] = {}
+    for record in raw.decode("utf-8", "surrogateescape").split("\0"):
+        _, tab, path = record.partition("\t")
+        if tab:
+            paths[_decode_path(path)] = None
+    return list(paths)
+
+
+def worktrees_on_branch(raw: bytes, ref: str) -> list[Path]:
+    """``git worktree list --porcelain -z`` → the worktrees that have ``ref`` checked out."""
+    found = []
+    path: str | None = None
+    for attr in raw.decode("utf-8", "surrogateescape").split("\0"):
+        if attr.startswith("worktree "):
+            path = attr.removeprefix("worktree ")
+        elif attr == f"branch {ref}" and path is not None:
+            found.append(Path(path))
+    return found
+
+
+def _decode_path(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _fingerprint(path: Path) -> str | None:
+    """sha256 of a working-tree file (a symlink's target text), ``None`` when missing."""
+    try:
+        if path.is_symlink():
+            return "link:" + os.readlink(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# the git runner
+# --------------------------------------------------------------------------------------
+
+
+class GitRunner:
+    """Runs git as an asyncio subprocess with an explicit environment."""
+
+    def __init__(
+        self,
+        *,
+        git: str,
+        identity: tuple[str, str],
+        search_path: str,
+        extra_env: Mapping[str, str] | None,
+        network_timeout: float,
+        command_timeout: float,
+    ) -> None:
+        name, email = identity
+        if extra_env and any(key.upper().startswith("GIT_") for key in extra_env):
+            raise ValueError("extra_env must not set GIT_* variables")
+        self.git = git
+        self.network_timeout = network_timeout
+        self.command_timeout = command_timeout
+        self._base_env = {
+            **(extra_env or {}),
+            "PATH": search_path,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+
+    def environment(
+        self, auth: GitAuth | None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        env = dict(self._base_env)
+        if extra:
+            env.update(extra)
+        pairs = list(_SAFE_CONFIG) + (list(auth.config()) if auth is not None else [])
+        env.update(config_env(pairs))
+        return env
+
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        git_dir: Path | None = None,
+        work_tree: Path | None = None,
+        cwd: Path | None = None,
+        auth: GitAuth | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        network: bool = False,
+    ) -> GitResult:
+        """Run ``git [--git-dir] [--work-tree] args``; raise :class:`GitCommandError` (with
+        redacted output) on a non-zero exit when ``check``."""
+        argv = [self.git]
+        if git_dir is not None:
+            argv.append(f"--git-dir={git_dir}")
+        if work_tree is not None:
+            argv.append(f"--work-tree={work_tree}")
+        argv.extend(args)
+        timeout = self.network_timeout if network else self.command_timeout
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=self.environment(auth, env),
+            start_new_session=True,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            await _kill(proc)
+            raise GitCommandError(
+                f"git {args[0]} timed out after {timeout:g} s", command=args[0]
+            ) from None
+        except BaseException:
+            await _kill(proc)
+            raise
+        result = GitResult(proc.returncode or 0, out, err)
+        if check and result.returncode != 0:
+            raise self.error(args[0], result, auth)
+        return result
+
+    @staticmethod
+    def error(command: str, result: GitResult, auth: GitAuth | None) -> GitCommandError:
+        """A :class:`GitCommandError` for a failed command, with everything redacted."""
+        secrets = auth.secrets() if auth is not None else ()
+        output = redact_git_output(
+            (result.stderr + b"\n" + result.stdout).decode("utf-8", "replace"), secrets
+        )
+        detail = summarize_stderr(
+            redact_git_output(result.stderr.decode("utf-8", "replace"), secrets)
+        )
+        if auth is not None and _AUTH_FAILURE.search(output):
+            return GitAuthError(
+                f"git {command}: authentication failed; the installation token was rejected or "
+                f"has no access to this repository ({detail})",
+                command=command,
+                returncode=result.returncode,
+                output=output,
+            )
+        return GitCommandError(
+            f"git {command} failed (exit {result.returncode}): {detail or 'no output'}",
+            command=command,
+            returncode=result.returncode,
+            output=output,
+        )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# workspaces
+# --------------------------------------------------------------------------------------
+
+
+def bot_identity(app_slug: str, bot_user_id: int) -> tuple[str, str]:
+    """The commit identity GitHub shows as the App's bot: ``("<slug>[bot]",
+    "<id>+<slug>[bot]@users.noreply.github.com")``."""
+    return f"{app_slug}[bot]", f"{bot_user_id}+{app_slug}[bot]@users.noreply.github.com"
+
+
+class Workspaces:
+    """Cache clones and per-task worktrees under ``data_dir``.
+
+    ``identity`` is the (name, email) the bot commits as (see :func:`bot_identity`);
+    ``extra_env`` may add operator settings such as ``HTTPS_PROXY`` (never ``GIT_*``).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        git: str = "git",
+        identity: tuple[str, str],
+        search_path: str = DEFAULT_SEARCH_PATH,
+        extra_env: Mapping[str, str] | None = None,
+        network_timeout: float = NETWORK_TIMEOUT,
+        command_timeout: float = COMMAND_TIMEOUT,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.identity = check_identity(identity)
+        self.runner = GitRunner(
+            git=git,
+            identity=self.identity,
+            search_path=search_path,
+            extra_env=extra_env,
+            network_timeout=network_timeout,
+            command_timeout=command_timeout,
+        )
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def cache_path(self, repo: str) -> Path:
+        owner, name = split_repo(repo)
+        return self.data_dir / "repos" / owner / f"{name}.git"
+
+    def worktree_path(self, task_id: str) -> Path:
+        return self.data_dir / "work" / check_task_id(task_id)
+
+    def repo_lock(self, repo: str) -> asyncio.Lock:
+        """Serialises what writes shared state of one cache repository (fetch, worktrees)."""
+        return self._locks.setdefault(repo.lower(), asyncio.Lock())
+
+    async def checkout(
+        self,
+        *,
+        repo: str,
+        remote_url: str,
+        auth: GitAuth,
+        task_id: str,
+        branch: str,
+        base_branch: str,
+        fresh: bool,
+    ) -> Checkout:
+        """Fetch the cache clone and create the task's worktree on ``branch``: new from
+        ``origin/<base_branch>`` when ``fresh``, else exactly the remote branch. A leftover
+        worktree of the same task is discarded first."""
+        check_branch_name(branch)
+        check_branch_name(base_branch)
+        check_remote_url(remote_url)
+        cache = self.cache_path(repo)
+        path = self.worktree_path(task_id)
+        async with self.repo_lock(repo):
+            await self._prepare_cache(cache)
+            await self.fetch(cache, remote_url, auth)
+            await self._discard(cache, path)
+            base_sha = await self.resolve(cache, tracking_ref(base_branch))
+            remote_sha = await self.resolve(cache, tracking_ref(branch))
+            if fresh:
+                if base_sha is None:
+                    raise BranchNotFoundError(
+                        f"the base branch {base_branch!r} does not exist on the remote",
+                        command="checkout",
+                    )
+                start = base_sha
+            else:
+                if remote_sha is None:
+                    raise BranchNotFoundError(
+                        f"the branch {branch!r} does not exist on the remote", command="checkout"
+                    )
+                start = remote_sha
+            await self._discard_other_worktrees_of(cache, branch)
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            await self.runner.run(
+                ["worktree", "add", "--quiet", "-B", branch, str(path), start], git_dir=cache
+            )
+            admin = await self.runner.run(["rev-parse", "--absolute-git-dir"], cwd=path)
+        return Checkout(
+            workspaces=self,
+            repo=repo,
+            remote_url=remote_url,
+            cache=cache,
+            admin_dir=Path(admin.text.strip()),
+            path=path,
+            branch=branch,
+            base_branch=base_branch,
+            start_sha=start,
+            remote_sha=remote_sha,
+        )
+
+    async def discard(self, *, repo: str, task_id: str) -> None:
+        """Remove a task's worktree, if any (for cleanup without a :class:`Checkout`)."""
+        cache = self.cache_path(repo)
+        async with self.repo_lock(repo):
+            await self._discard(cache, self.worktree_path(task_id))
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    async def run_network(
+        self, cache: Path, args: Sequence[str], auth: GitAuth, *, check: bool = True
+    ) -> GitResult:
+        """Run a network command against the cache repository with ``auth``, after rewriting
+        its config (so no URL rewrite, proxy or helper planted there takes effect)."""
+        await self._write_config(cache)
+        return await self.runner.run(args, git_dir=cache, auth=auth, network=True, check=check)
+
+    async def fetch(self, cache: Path, remote_url: str, auth: GitAuth) -> None:
+        """Update ``refs/remotes/origin/*`` of the cache from ``remote_url`` (call under the
+        repo lock)."""
+        await self.run_network(
+            cache,
+            [
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--no-recurse-submodules",
+                check_remote_url(remote_url),
+                FETCH_REFSPEC,
+            ],
+            auth,
+        )
+
+    async def resolve(self, git_dir: Path, ref: str) -> str | None:
+        """The commit ``ref`` names, or ``None``."""
+        out = await self.runner.run(
+            ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
+            git_dir=git_dir,
+            check=False,
+        )
+        return out.text.strip() if out.returncode == 0 else None
+
+    async def _prepare_cache(self, cache: Path) -> None:
+        if not (cache / "HEAD").is_file():
+            await asyncio.to_thread(cache.parent.mkdir, parents=True, exist_ok=True)
+            await self.runner.run(["init", "--quiet", "--bare", str(cache)])
+        await asyncio.to_thread(_write_file, cache / "info" / "exclude", f"/{STATE_DIR}/\n")
+
+    async def _write_config(self, cache: Path) -> None:
+        await asyncio.to_thread(_write_file, cache / "config", cache_config_text(self.identity))
+
+    async def _discard_other_worktrees_of(self, cache: Path, branch: str) -> None:
+        """Discard worktrees (of earlier tasks of the same issue) that hold ``branch``."""
+        listing = await self.runner.run(["worktree", "list", "--porcelain", "-z"], git_dir=cache)
+        work_root = (self.data_dir / "work").resolve()
+        for path in worktrees_on_branch(listing.stdout, f"refs/heads/{branch}"):
+            if path.resolve().parent == work_root:
+                await self._discard(cache, path)
+
+    async def _discard(self, cache: Path, path: Path) -> None:
+        if (cache / "HEAD").is_file():
+            await self.runner.run(
+                ["worktree", "remove", "--force", "--force", str(path)], git_dir=cache, check=False
+            )
+        await asyncio.to_thread(_remove_tree, path)
+        if (cache / "HEAD").is_file():
+            await self.runner.run(["worktree", "prune"], git_dir=cache, check=False)
+
+
+# --------------------------------------------------------------------------------------
+# one task's checkout
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Checkout:
+    """A task's worktree. ``start_sha``: the head the attempt started from; ``remote_sha``:
+    the task branch on the remote when checked out (updated by successful pushes)."""
+
+    workspaces: Workspaces = field(repr=False)
+    repo: str
+    remote_url: str = field(repr=False)
+    cache: Path = field(repr=False)
+    admin_dir: Path = field(repr=False)
+    path: Path
+    branch: str
+    base_branch: str
+    start_sha: str
+    remote_sha: str | None
+    _conflict_fingerprints: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _git(
+        self, *args: str, env: Mapping[str, str] | None = None, check: bool = True
+    ) -> GitResult:
+        """Run git in the worktree. The git and work dirs are given explicitly, so a ``.git``
+        file the agent rewrote is never followed."""
+        return await self.workspaces.runner.run(
+            args, git_dir=self.admin_dir, work_tree=self.path, cwd=self.path, env=env, check=check
+        )
+
+    def _in_progress(self) -> list[str]:
+        return [name for name in _IN_PROGRESS if (self.admin_dir / name).exists()]
+
+    def merge_in_progress(self) -> bool:
+        return (self.admin_dir / "MERGE_HEAD").exists()
+
+    async def _resolve(self, ref: str) -> str | None:
+        return await self.workspaces.resolve(self.admin_dir, ref)
+
+    async def _is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        out = await self._git("merge-base", "--is-ancestor", ancestor, descendant, check=False)
+        return out.returncode == 0
+
+    async def _tree(self, rev: str) -> str:
+        return (await self._git("rev-parse", "--verify", f"{rev}^{{tree}}")).text.strip()
+
+    async def _fetch(self, auth: GitAuth) -> None:
+        async with self.workspaces.repo_lock(self.repo):
+            await self.workspaces.fetch(self.cache, self.remote_url, auth)
+
+    async def _unmerged_paths(self) -> list[str]:
+        return parse_unmerged((await self._git("ls-files", "--unmerged", "-z")).stdout)
+
+    @contextlib.asynccontextmanager
+    async def _temp_index(self) -> AsyncIterator[dict[str, str]]:
+        """An environment whose index is a throwaway copy of the worktree's index."""
+        with tempfile.TemporaryDirectory(prefix="pw-index-") as tmp:
+            index = Path(tmp) / "index"
+            source = self.admin_dir / "index"
+            if source.is_file():
+                await asyncio.to_thread(shutil.copyfile, source, index)
+            else:
+                await self._git("read-tree", "HEAD", env={"GIT_INDEX_FILE": str(index)})
+            yield {"GIT_INDEX_FILE": str(index)}
+
+    async def _stage_all(self, env: Mapping[str, str] | None = None) -> None:
+        """Stage every change except under ``.patchwright/`` (ignored through info/exclude;
+        unstaged again in case the repository tracks it)."""
+        await self._git("add", "--all", env=env)
+        await self._git("reset", "--quiet", "--", STATE_DIR, env=env)
+
+    async def _diff_files(
+        self, old: str, new: str | None, env: Mapping[str, str] | None = None
+    ) -> list[ChangedFile]:
+        """Files changed from ``old`` to ``new`` (a commit; ``None``: the index in ``env``),
+        with the text each adds (every file diffed as text, so attributes cannot hide it)."""
+        revs = [old, new] if new is not None else ["--cached", old]
+        raw = await self._git("diff", "--raw", "-z", *_DIFF_OPTIONS, *revs, "--", env=env)
+        entries = parse_raw_diff(raw.stdout)
+        patch = await self._git("diff", "-p", "-U0", "--text", *_DIFF_OPTIONS, *revs, "--", env=env)
+        patches = split_patches(patch.stdout.decode("utf-8", "replace"))
+        if len(patches) != len(entries):  # never attribute added text to the wrong file
+            patches = []
+            for _, old_path, path in entries:
+                paths = [p for p in (old_path, path) if p is not None]
+                one = await self._git(
+                    "diff", "-p", "-U0", "--text", *_DIFF_OPTIONS, *revs, "--", *paths, env=env
+                )
+                patches.append("\n".join(split_patches(one.stdout.decode("utf-8", "replace"))))
+        changes = []
+        for (letter, old_path, path), text in zip(entries, patches, strict=True):
+            changes.append(
+                ChangedFile(
+                    path=path,
+                    status=letter,
+                    added_text="" if letter == "D" else added_lines(text),
+                    old_path=old_path,
+                )
+            )
+        return changes
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def head(self) -> str:
+        return (await self._git("rev-parse", "--verify", "HEAD")).text.strip()
+
+    async def commit_all(self, message: str) -> str | None:
+        """Stage everything except ``.patchwright/`` and commit it as the bot; ``None`` when
+        there is nothing to commit. Refuses while a merge is in progress (see
+        :meth:`conclude_merge`)."""
+        if self.merge_in_progress():
+            raise GitCommandError(
+                "a merge is in progress; conclude it with conclude_merge()", command="commit"
+            )
+        await self._stage_all()
+        staged = await self._git("diff", "--cached", "--quiet", "--no-ext-diff", check=False)
+        if staged.returncode == 0:
+            return None
+        await self._git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
+        return await self.head()
+
+    async def changes_since(self, sha: str) -> list[ChangedFile]:
+        """Files changed between ``sha`` and HEAD (committed work), with their added text."""
+        return await self._diff_files(sha, "HEAD")
+
+    async def has_diff_since(self, sha: str) -> bool:
+        """Whether HEAD's tree, or uncommitted work, differs from ``sha``'s tree."""
+        if await self._tree("HEAD") != await self._tree(sha):
+            return True
+        status = await self._git(
+            "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", EXCLUDE_STATE_DIR
+        )
+        return bool(status.stdout.strip(b"\0"))
+
+    async def push(self, *, expected_remote: str | None, auth: GitAuth) -> PushResult:
+        """Push HEAD to the task branch with compare-and-swap against ``expected_remote``
+        (``None``: the branch must not exist). When someone pushed meanwhile, fetch, rebase the
+        bot's commits onto theirs (merge when the rebase conflicts) and try again. Never drops
+        a remote commit. Rejections and conflicts come back as ``ok=False``; failures to talk
+        to the remote raise :class:`GitCommandError`."""
+        expected = expected_remote
+        integrated = merged = False
+        dst = f"refs/heads/{self.branch}"
+        for _ in range(MAX_PUSH_ROUNDS):
+            head = await self.head()
+            status = await self._push(head, dst, expected, auth)
+            if status is not None and status.ok:
+                self.remote_sha = head
+                await self._set_tracking(head)
+                return PushResult(ok=True, sha=head, rebased=integrated, merged=merged)
+            if status is None or not status.remote_moved:
+                reason = status.summary if status is not None else "no status reported"
+                return PushResult(
+                    ok=False,
+                    rebased=integrated,
+                    merged=merged,
+                    error=f"the push to {self.branch} was rejected: {reason}",
+                )
+            await self._fetch(auth)
+            remote_now = await self._resolve(tracking_ref(self.branch))
+            if remote_now is None or await self._is_ancestor(remote_now, head):
+                expected = remote_now  # deleted, or nothing of theirs is missing from ours
+                continue
+            upstream = await self._own_commits_base(expected, head)
+            outcome = await self._integrate(remote_now, upstream)
+            if isinstance(outcome, PushResult):
+                return outcome
+            integrated = True
+            merged = merged or outcome
+            expected = remote_now
+        return PushResult(
+            ok=False,
+            rebased=integrated,
+            merged=merged,
+            error=f"gave up after {MAX_PUSH_ROUNDS} tries: {self.branch} kept moving on the remote",
+        )
+
+    async def salvage(self, *, task_id: str, attempt: int, auth: GitAuth) -> str | None:
+        """Commit whatever changed since ``start_sha`` (ending any merge or rebase in progress,
+        keeping the files) to ``wip_branch(task_id, attempt)`` and force-push only that branch.
+        The worktree, its index and the task branch stay as they are. ``None`` if nothing
+        changed."""
+        branch = wip_branch(task_id, attempt)
+        for state in self._in_progress():
+            await self._git(_QUIT_COMMANDS.get(state, "rebase"), "--quit", check=False)
+        head = await self.head()
+        async with self._temp_index() as env:
+            await self._stage_all(env)
+            tree = (await self._git("write-tree", env=env)).text.strip()
+        if tree == await self._tree(self.start_sha):
+            return None
+        sha = head
+        if tree != await self._tree(head):
+            message = f"patchwright: unfinished work of {task_id}, attempt {attempt}"
+            sha = (await self._git("commit-tree", tree, "-p", head, "-m", message)).text.strip()
+        await self.workspaces.run_network(
+            self.cache,
+            [
+                "push",
+                "--porcelain",
+                "--force",
+                "--no-verify",
+                check_remote_url(self.remote_url),
+                f"{sha}:refs/heads/{branch}",
+            ],
+            auth,
+        )
+        return sha
+
+    async def merge_base(self, *, auth: GitAuth) -> MergeOutcome:
+        """Fetch and merge ``origin/<base_branch>`` into the task branch. Clean: the merge
+        commit is made. Conflicts: the merge is left in progress for the agent."""
+        await self._fetch(auth)
+        base_sha = await self._resolve(tracking_ref(self.base_branch))
+        if base_sha is None:
+            raise BranchNotFoundError(
+                f"the base branch {self.base_branch!r} does not exist on the remote",
+                command="merge",
+            )
+        before = await self.head()
+        result = await self._git(
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "--no-verify",
+            "--no-gpg-sign",
+            "-m",
+            f"Merge branch '{self.base_branch}' into {self.branch}",
+            base_sha,
+            check=False,
+        )
+        if result.returncode == 0:
+            after = await self.head()
+            return MergeOutcome(clean=True, sha=after, up_to_date=after == before)
+        if not self.merge_in_progress():
+            raise self.workspaces.runner.error("merge", result, None)
+        conflicts = await self._unmerged_paths()
+        self._conflict_fingerprints = {
+            path: await asyncio.to_thread(_fingerprint, self.path / path) for path in conflicts
+        }
+        return MergeOutcome(clean=False, conflicts=tuple(conflicts))
+
+    async def conclude_merge(self) -> str:
+        """Commit the merge the agent resolved. Raises :class:`UnresolvedMergeError` while
+        conflict markers are added or conflicted paths are untouched since the merge."""
+        if not self.merge_in_progress():
+            base_sha = await self._resolve(tracking_ref(self.base_branch))
+            head = await self.head()
+            if (
+                base_sha is not None
+                and await self._is_ancestor(base_sha, head)
+                and not await self._is_ancestor(base_sha, self.start_sha)
+            ):
+                await self._refuse_markers(await self._diff_files(self.start_sha, "HEAD"), [])
+                return head  # the agent committed the merge itself
+            raise GitCommandError("no merge is in progress", command="commit")
+        async with self._temp_index() as env:
+            await self._stage_all(env)
+            changes = await self._diff_files("HEAD", None, env=env)
+        untouched = []
+        for path in await self._unmerged_paths():
+            if path in self._conflict_fingerprints:
+                now = await asyncio.to_thread(_fingerprint, self.path / path)
+                if now == self._conflict_fingerprints[path]:
+                    untouched.append(path)
+        await self._refuse_markers(changes, untouched)
+        conflicts = list(self._conflict_fingerprints)
+        message = f"Merge branch '{self.base_branch}' into {self.branch}"
+        if conflicts:
+            message += "\n\nConflicts resolved in:\n" + "\n".join(f"- {p}" for p in conflicts)
+        await self._stage_all()
+        await self._git("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
+        self._conflict_fingerprints = {}
+        return await self.head()
+
+    async def remove(self) -> None:
+        """Remove the worktree and its local branch."""
+        async with self.workspaces.repo_lock(self.repo):
+            await self.workspaces._discard(self.cache, self.path)
+            await self.workspaces.runner.run(
+                ["update-ref", "-d", f"refs/heads/{self.branch}"], git_dir=self.cache, check=False
+            )
+
+    # -- push internals ----------------------------------------------------------------------
+
+    async def _push(
+        self, sha: str, dst: str, expected: str | None, auth: GitAuth
+    ) -> PushRefStatus | None:
+        result = await self.workspaces.run_network(
+            self.cache,
+            [
+                "push",
+                "--porcelain",
+                "--no-verify",
+                f"--force-with-lease={dst}:{expected or ''}",
+                check_remote_url(self.remote_url),
+                f"{sha}:{dst}",
+            ],
+            auth,
+            check=False,
+        )
+        status = parse_push_porcelain(result.stdout.decode("utf-8", "replace"), dst)
+        if status is None and result.returncode != 0:
+            raise self.workspaces.runner.error("push", result, auth)
+        return status
+
+    async def _set_tracking(self, sha: str) -> None:
+        async with self.workspaces.repo_lock(self.repo):
+            await self.workspaces.runner.run(
+                ["update-ref", tracking_ref(self.branch), sha], git_dir=self.cache, check=False
+            )
+
+    async def _own_commits_base(self, expected: str | None, head: str) -> str | None:
+        """Where the bot's unpushed commits start: the expected remote head, else the attempt's
+        start; ``None`` when neither is an ancestor of HEAD."""
+        for candidate in (expected, self.start_sha):
+            if candidate and await self._is_ancestor(candidate, head):
+                return candidate
+        return None
+
+    async def _integrate(self, remote_sha: str, upstream: str | None) -> bool | PushResult:
+        """Put HEAD on top of ``remote_sha``: rebase the commits after ``upstream``, or merge
+        when that is impossible or conflicts. Returns whether a merge was used, or a failed
+        :class:`PushResult` (HEAD restored) when even the merge conflicts."""
+        head = await self.head()
+        if upstream is not None:
+            merges = await self._git("rev-list", "--merges", "--count", f"{upstream}..{head}")
+            if merges.text.strip() == "0":
+                rebased = await self._git(
+                    "rebase",
+                    "--no-verify",
+                    "--no-autostash",
+                    "--onto",
+                    remote_sha,
+                    upstream,
+                    check=False,
+                )
+                if rebased.returncode == 0 and await self._is_ancestor(
+                    remote_sha, await self.head()
+                ):
+                    return False
+                if self._in_progress():
+                    await self._git("rebase", "--abort", check=False)
+        merged = await self._git(
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "--no-verify",
+            "--no-gpg-sign",
+            "-m",
+            f"Merge commits pushed to {self.branch} meanwhile",
+            remote_sha,
+            check=False,
+        )
+        if merged.returncode == 0:
+            return True
+        conflicts = await self._unmerged_paths()
+        if self.merge_in_progress():
+            await self._git("merge", "--abort", check=False)
+        detail = (
+            f"conflicting files: {', '.join(conflicts)}"
+            if conflicts
+            else summarize_stderr(redact_git_output(merged.stderr.decode("utf-8", "replace")))
+        )
+        return PushResult(
+            ok=False,
+            error=(
+                f"commits pushed to {self.branch} meanwhile conflict with the bot's changes "
+                f"({detail}); nothing was pushed"
+            ),
+            conflicts=tuple(conflicts),
+        )
+
+    async def _refuse_markers(
+        self, changes: Sequence[ChangedFile], untouched: Sequence[str]
+    ) -> None:
+        marked = [c.path for c in changes if conflict_marker_lines(c.added_text)]
+        if not marked and not untouched:
+            return
+        parts = []
+        if marked:
+            parts.append("conflict markers remain in " + ", ".join(marked))
+        if untouched:
+            parts.append("still unresolved: " + ", ".join(untouched))
+        raise UnresolvedMergeError(
+            "the merge is not resolved: " + "; ".join(parts), paths=[*marked, *untouched]
+        )
