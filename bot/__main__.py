@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations and exit")
 
+    from bot.sandbox import cli as emulator_cli
+
+    emulator = sub.add_parser(
+        "emulator",
+        help="run the local GitHub emulator standalone",
+        description="Run the local GitHub emulator (REST, git over HTTP, webhooks, CI) and print "
+        "the App's credentials and URLs.",
+    )
+    emulator_cli.add_arguments(emulator)
+
     check = sub.add_parser(
         "check-config",
         help="validate a .github/patchwright.yml file",
@@ -64,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "emulator":
+        from bot.sandbox import cli as emulator_cli
+
+        return emulator_cli.run_from_args(args)
     try:
         settings = load_settings(os.environ, env_file=args.env_file)
         configure_logging(settings.log_format, settings.log_level)

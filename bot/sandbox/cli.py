@@ -118,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m bot.sandbox.cli``; ``patchwright emulator`` does the same."""
     parser = argparse.ArgumentParser(prog="patchwright emulator", description=__doc__)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run_from_args(parser.parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the emulator with parsed ``add_arguments`` options until interrupted."""
     try:
         asyncio.run(
             run_emulator(
