@@ -181,7 +181,8 @@ class Dispatcher:
         except (ValueError, UnicodeDecodeError):
             return DeliveryState.DONE, "ignored", "payload is not valid JSON"
         event = sansio.Event(data, event=row.event, delivery_id=row.id)
-        callbacks = self._router.fetch(event)
+        # The router answers a set: run the callbacks in a stable order (by module.function).
+        callbacks = sorted(self._router.fetch(event), key=handler_name)
         if not callbacks:
             return summarize([], row.event, row.action)
         context = await self._make_context(row)

@@ -30,7 +30,7 @@ async def store(tmp_path: Path):
 @pytest.fixture
 async def client(aiohttp_client, store):
     settings = load_settings({"PATCHWRIGHT_WEBHOOK_SECRET": SECRET}, env_file=None)
-    app = create_app(settings, store=store, start_services=False)
+    app = create_app(settings, store=store)
     return await aiohttp_client(app)
 
 
