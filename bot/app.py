@@ -72,6 +72,7 @@ async def start_runtime(
     clock: Callable[[], datetime] = utcnow,
     with_workers: bool | None = None,
     dispatcher_options: dict[str, Any] | None = None,
+    github_options: dict[str, Any] | None = None,
     reconcile: bool = True,
 ) -> Runtime:
     """Start the dispatcher, the reconciler and (optionally) the embedded worker pool."""
@@ -84,7 +85,7 @@ async def start_runtime(
 
     session = aiohttp.ClientSession()
     try:
-        github = GitHubClientFactory.from_settings(session, settings)
+        github = GitHubClientFactory.from_settings(session, settings, **(github_options or {}))
         slug, app_id = await resolve_app_slug(settings, github)
         services = build_services(
             settings, store, github_for=github.for_installation, app_slug=slug, clock=clock, app_id=app_id

@@ -103,8 +103,23 @@ class Harness:
         return moved
 
 
+FAULTS = {"error_rate": 0.2, "secondary_rate_limit_rate": 0.05, "retry_after": 1}
+
+
+async def quick_sleep(seconds: float) -> None:
+    """Backoff and retry-after waits, shortened so the fault tests stay fast."""
+    await asyncio.sleep(min(seconds, 0.01))
+
+
+@pytest.fixture(params=["clean", "faults"])
+def network(request) -> str:
+    """Every end-to-end handler test runs on a clean emulator and on one that answers 20 % of
+    REST calls with 5xx and some with secondary rate limits (seeded, reproducible)."""
+    return request.param
+
+
 @pytest.fixture
-async def harness(tmp_path: Path, aiohttp_server, request) -> AsyncIterator[Harness]:
+async def harness(tmp_path: Path, aiohttp_server, request, network) -> AsyncIterator[Harness]:
     options = getattr(request, "param", None) or {}
     emulator = Emulator(tmp_path / "github", mergeable_null_reads=options.get("mergeable_null_reads", 0))
     await emulator.start()
@@ -127,10 +142,14 @@ async def harness(tmp_path: Path, aiohttp_server, request) -> AsyncIterator[Harn
             },
             env_file=None,
         )
-        runtime_factory = functools.partial(start_runtime, with_workers=False, reconcile=False)
+        runtime_factory = functools.partial(
+            start_runtime, with_workers=False, reconcile=False, github_options={"sleep": quick_sleep}
+        )
         app = create_app(settings, store=store, runtime=lambda s, st: runtime_factory(s, st))
         server = await aiohttp_server(app)
         emulator.update_app(app_info["id"], webhook_url=str(server.make_url("/webhook")))
+        if network == "faults":
+            emulator.faults.configure(FAULTS, seed=7)
         harness = Harness(
             emulator=emulator,
             store=store,
@@ -144,3 +163,6 @@ async def harness(tmp_path: Path, aiohttp_server, request) -> AsyncIterator[Harn
         await emulator.stop()
         await store.close()
     assert not emulator.violations(), [v.as_dict() for v in emulator.violations()]
+    if network == "faults" and len(emulator.requests()) >= 30:
+        # The faults really happened (and the test above still saw the clean outcome).
+        assert emulator.faults.injected["server_error"] > 0
