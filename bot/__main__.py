@@ -148,14 +148,14 @@ async def serve(settings: Settings) -> int:
 
     settings.require_webhook_secret()
 
-    from bot.app import create_app
+    from bot.app import create_app, start_runtime
     from bot.store.factory import open_store
 
     store = await open_store(settings.database_url)
     runner: web.AppRunner | None = None
     try:
         await store.migrate()
-        app = create_app(settings, store=store)
+        app = create_app(settings, store=store, runtime=start_runtime)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)

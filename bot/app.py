@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -95,7 +95,12 @@ async def start_runtime(
         async def make_context(row: Delivery) -> HandlerContext:
             return HandlerContext(services, row)
 
-        dispatcher = Dispatcher(store, handlers.router, make_context, **(dispatcher_options or {}))
+        options: dict[str, Any] = {
+            "handler_timeout": settings.handler_timeout_s,
+            "stale_after": timedelta(seconds=settings.dispatch_stale_s),
+        }
+        options.update(dispatcher_options or {})
+        dispatcher = Dispatcher(store, handlers.router, make_context, **options)
         runtime = Runtime(services=services, dispatcher=dispatcher, session=session, github=github)
         runtime._stops.append(await dispatcher.start())
         if reconcile:

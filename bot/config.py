@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("PATCHWRIGHT_LOG_LEVEL", "log_level")
     )
+    handler_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=AliasChoices("PATCHWRIGHT_HANDLER_TIMEOUT", "handler_timeout_s"),
+    )
+    dispatch_stale_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("PATCHWRIGHT_DISPATCH_STALE_SECONDS", "dispatch_stale_s"),
+    )
     reconcile_interval_s: float = Field(
         default=300.0,
         gt=0,
