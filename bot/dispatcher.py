@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
+import gidgethub
 from gidgethub import routing, sansio
 
 from bot.logs import log_context
@@ -41,6 +43,11 @@ class HandlerResult:
     outcome: str  # "done: …", "ignored: …", "failed: …"
     ignored: bool = False
     failed: bool = False
+    retryable: bool = False  # failed for a passing reason (GitHub 5xx, rate limit, network)
+
+
+#: Errors that say "try again later", not "this handler is wrong".
+RETRYABLE_ERRORS = (gidgethub.GitHubBroken, gidgethub.RateLimitExceeded, aiohttp.ClientError, ConnectionError)
 
 
 def handler_name(callback: Callable[..., Any]) -> str:
@@ -78,6 +85,7 @@ class Dispatcher:
         batch: int = 16,
         stale_after: timedelta = timedelta(minutes=5),
         idle_wait: float = 1.0,
+        retry_delays: tuple[float, ...] = (1.0, 4.0, 15.0),
     ):
         self._store = store
         self._router = router
@@ -87,6 +95,7 @@ class Dispatcher:
         self._batch = batch
         self._stale_after = stale_after
         self._idle_wait = idle_wait
+        self._retry_delays = retry_delays
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -186,7 +195,18 @@ class Dispatcher:
         if not callbacks:
             return summarize([], row.event, row.action)
         context = await self._make_context(row)
-        results = [await self._call(cb, event, context) for cb in callbacks]
+        results = []
+        for callback in callbacks:
+            result = await self._call(callback, event, context)
+            # Handlers are idempotent (conditional transitions, facts), so one that failed for
+            # a passing reason runs again after a pause; the others are not repeated.
+            for delay in self._retry_delays:
+                if not result.retryable:
+                    break
+                log.warning("handler %s: %s; trying again in %.1f s", result.handler, result.outcome, delay)
+                await asyncio.sleep(delay)
+                result = await self._call(callback, event, context)
+            results.append(result)
         return summarize(results, row.event, row.action)
 
     async def _call(self, callback: Callable[..., Awaitable[Any]], event: sansio.Event, context: Any) -> HandlerResult:
@@ -198,6 +218,8 @@ class Dispatcher:
         except asyncio.TimeoutError:
             log.error("handler %s timed out after %.0f s", name, self._timeout)
             return HandlerResult(name, f"failed: timed out after {self._timeout:.0f} s", failed=True)
+        except RETRYABLE_ERRORS as exc:
+            return HandlerResult(name, f"failed: {type(exc).__name__}: {exc}", failed=True, retryable=True)
         except Exception as exc:
             log.exception("handler %s failed", name)
             return HandlerResult(name, f"failed: {type(exc).__name__}: {exc}", failed=True)

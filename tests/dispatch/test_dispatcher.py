@@ -130,3 +130,38 @@ async def test_background_loop_wakes_on_new_rows(store, clock):
     finally:
         await stop()
     assert (await store.get_delivery("live")).state is DeliveryState.DONE
+
+
+async def test_a_handler_failing_for_a_passing_reason_runs_again(store, clock):
+    from http import HTTPStatus
+
+    import gidgethub
+
+    router = routing.Router()
+    calls = {"flaky": 0, "steady": 0}
+
+    @router.register("issues")
+    async def flaky(event, ctx):
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise gidgethub.GitHubBroken(HTTPStatus.BAD_GATEWAY)
+        return "made it"
+
+    @router.register("issues")
+    async def steady(event, ctx):
+        calls["steady"] += 1
+
+    async def ctx(row):
+        return None
+
+    await store.record_delivery(delivery(clock, "f1"))
+    await Dispatcher(store, router, ctx, retry_delays=(0.0, 0.0, 0.0)).drain()
+    row = await store.get_delivery("f1")
+    assert row.state is DeliveryState.DONE and "flaky: done: made it" in row.outcome
+    assert calls == {"flaky": 3, "steady": 1}
+
+    calls["flaky"] = -10  # fails more often than the retries allow: recorded as failed
+    await store.record_delivery(delivery(clock, "f2"))
+    await Dispatcher(store, router, ctx, retry_delays=(0.0, 0.0)).drain()
+    row = await store.get_delivery("f2")
+    assert row.state is DeliveryState.FAILED and "GitHubBroken" in row.outcome

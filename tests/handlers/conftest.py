@@ -143,7 +143,11 @@ async def harness(tmp_path: Path, aiohttp_server, request, network) -> AsyncIter
             env_file=None,
         )
         runtime_factory = functools.partial(
-            start_runtime, with_workers=False, reconcile=False, github_options={"sleep": quick_sleep}
+            start_runtime,
+            with_workers=False,
+            reconcile=False,
+            github_options={"sleep": quick_sleep},
+            dispatcher_options={"retry_delays": (0.05, 0.1, 0.2)},
         )
         app = create_app(settings, store=store, runtime=lambda s, st: runtime_factory(s, st))
         server = await aiohttp_server(app)
