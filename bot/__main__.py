@@ -25,6 +25,8 @@ from bot.config import (
     parse_repo_config,
 )
 from bot.logs import configure_logging
+from bot.store.base import DeliveryState
+from bot.tasks.model import Status
 
 log = logging.getLogger("patchwright")
 
@@ -60,6 +62,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     emulator_cli.add_arguments(emulator)
 
+    tasks = sub.add_parser("tasks", help="list, inspect, retry or stop tasks")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    t_list = tasks_sub.add_parser("list", help="tasks, newest first")
+    t_list.add_argument("--status", choices=[s.value for s in Status])
+    t_list.add_argument("--repo", help="owner/name")
+    t_list.add_argument("--limit", type=int, default=50)
+    tasks_sub.add_parser("show", help="one task with its attempts and events").add_argument("task_id")
+    t_logs = tasks_sub.add_parser("logs", help="a task's agent log")
+    t_logs.add_argument("task_id")
+    t_logs.add_argument("--attempt", type=int)
+    t_retry = tasks_sub.add_parser("retry", help="retry a failed or paused task")
+    t_retry.add_argument("task_id")
+    t_retry.add_argument("instructions", nargs="*", help="instructions for the agent")
+    tasks_sub.add_parser("stop", help="pause a pending or running task").add_argument("task_id")
+
+    deliveries = sub.add_parser("deliveries", help="the webhook ledger: list, show, replay")
+    d_sub = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
+    d_list = d_sub.add_parser("list", help="deliveries, newest first, with outcome or ignore reason")
+    d_list.add_argument("--state", choices=[s.value for s in DeliveryState])
+    d_list.add_argument("--repo", help="owner/name")
+    d_list.add_argument("--limit", type=int, default=50)
+    d_show = d_sub.add_parser("show", help="one delivery")
+    d_show.add_argument("delivery_id")
+    d_show.add_argument("--payload", action="store_true", help="print the payload too")
+    d_sub.add_parser("replay", help="process a recorded delivery again").add_argument("delivery_id")
+
+    replay = sub.add_parser("replay", help="send a payload file, signed, to a running server")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--event", help="event name (default: the file's folder name)")
+    replay.add_argument("--url", help="webhook URL (default: http://HOST:PORT/webhook from settings)")
+
     check = sub.add_parser(
         "check-config",
         help="validate a .github/patchwright.yml file",
@@ -83,6 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         if args.command == "migrate":
             return asyncio.run(migrate(settings))
+        if args.command in ("tasks", "deliveries"):
+            return asyncio.run(admin(settings, args))
+        if args.command == "replay":
+            from bot import admin as admin_commands
+
+            url = args.url or f"http://{settings.host}:{settings.port}/webhook"
+            print(asyncio.run(admin_commands.run_replay(
+                args.file, url=url, secret=settings.require_webhook_secret(), event=args.event
+            )))
+            return 0
         if args.command == "serve":
             overrides = {"host": args.host, "port": args.port}
             if args.dev and settings.webhook_secret is None:
@@ -128,6 +171,42 @@ def check_config(path: Path) -> int:
         return 1
     print("ok")
     print(dump_repo_config(config), end="")
+    return 0
+
+
+async def admin(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import admin as admin_commands
+    from bot.store.factory import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        await store.migrate()
+        if args.command == "tasks":
+            verb = args.tasks_command
+            if verb == "list":
+                out = await admin_commands.run_tasks_list(store, status=args.status, repo=args.repo, limit=args.limit)
+            elif verb == "show":
+                out = await admin_commands.run_tasks_show(store, args.task_id)
+            elif verb == "logs":
+                out = await admin_commands.run_tasks_logs(store, args.task_id, args.attempt)
+            else:
+                out = await admin_commands.run_tasks_command(
+                    store, args.task_id, verb, " ".join(getattr(args, "instructions", []) or [])
+                )
+        else:
+            verb = args.deliveries_command
+            if verb == "list":
+                out = await admin_commands.run_deliveries_list(store, state=args.state, repo=args.repo, limit=args.limit)
+            elif verb == "show":
+                out = await admin_commands.run_deliveries_show(store, args.delivery_id, payload=args.payload)
+            else:
+                out = await admin_commands.run_deliveries_replay(store, args.delivery_id)
+    except admin_commands.AdminError as exc:
+        print(f"patchwright: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    print(out)
     return 0
 
 
