@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bot.config import (
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("migrate", help="apply database migrations and exit")
+    sub.add_parser("worker", help="run a worker pool only (shares the database with serve)")
 
     from bot.sandbox import cli as emulator_cli
 
@@ -137,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.model_copy(
                 update={k: _coerce(settings, k, v) for k, v in overrides.items() if v is not None}
             )
-            return asyncio.run(serve(settings))
+            return asyncio.run(serve(settings, os.environ))
+        if args.command == "worker":
+            return asyncio.run(worker(settings, os.environ))
     except ConfigError as exc:
         print(f"patchwright: {exc}", file=sys.stderr)
         return 2
@@ -222,7 +226,25 @@ async def migrate(settings: Settings) -> int:
     return 0
 
 
-async def serve(settings: Settings) -> int:
+async def worker(settings: Settings, environ: Mapping[str, str]) -> int:
+    from bot.store.factory import open_store
+    from bot.worker.pool import run_worker
+
+    store = await open_store(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await store.migrate()
+        print(f"patchwright worker: {settings.workers} agent(s), database {settings.database_url}", flush=True)
+        await run_worker(settings, store, environ=environ, stop_event=stop, sandbox=settings.sandbox)
+    finally:
+        await store.close()
+    return 0
+
+
+async def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     from aiohttp import web
 
     settings.require_webhook_secret()
@@ -234,7 +256,7 @@ async def serve(settings: Settings) -> int:
     runner: web.AppRunner | None = None
     try:
         await store.migrate()
-        app = create_app(settings, store=store, runtime=start_runtime)
+        app = create_app(settings, store=store, runtime=functools.partial(start_runtime, environ=environ))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)

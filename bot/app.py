@@ -10,7 +10,7 @@ imports ``handlers`` (it composes them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,8 +74,13 @@ async def start_runtime(
     dispatcher_options: dict[str, Any] | None = None,
     github_options: dict[str, Any] | None = None,
     reconcile: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> Runtime:
-    """Start the dispatcher, the reconciler and (optionally) the embedded worker pool."""
+    """Start the dispatcher, the reconciler and (optionally) the embedded worker pool.
+
+    ``environ`` is the process environment handed down from ``__main__``: agents draw PATH and
+    their provider keys from it (through an allowlist); nothing here reads ``os.environ``.
+    """
     import handlers  # the app factory composes the handlers (SPEC §1)
     from handlers.checks import evaluate_head
     from handlers.common import HandlerContext
@@ -116,7 +121,9 @@ async def start_runtime(
         if workers:
             from bot.worker.pool import start_worker_pool
 
-            runtime._stops.append(await start_worker_pool(services, github=github))
+            runtime._stops.append(
+                await start_worker_pool(services, github=github, environ=environ, sandbox=settings.sandbox)
+            )
         return runtime
     except BaseException:
         await session.close()

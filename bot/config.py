@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         default=2, ge=0, le=256, validation_alias=AliasChoices("PATCHWRIGHT_WORKERS", "workers")
     )
     agent: str = Field(default="claude", validation_alias=AliasChoices("PATCHWRIGHT_AGENT", "agent"))
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        default="auto", validation_alias=AliasChoices("PATCHWRIGHT_SANDBOX", "sandbox")
+    )
     agent_command: str | None = Field(
         default=None, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_COMMAND", "agent_command")
     )

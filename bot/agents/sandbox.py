@@ -64,13 +64,25 @@ def bwrap_argv(
     tmpdir: str | os.PathLike[str],
     network: bool,
     extra_ro_binds: Sequence[str | os.PathLike[str]] = (),
+    hidden: Sequence[str | os.PathLike[str]] = (),
     bwrap: str = "bwrap",
 ) -> list[str]:
     """``argv`` wrapped in bubblewrap: read-only root, fresh /dev and /proc, writable
     checkout, HOME and TMPDIR, every namespace unshared (network kept only if ``network``),
-    killed with its parent, in a new session, starting in the checkout."""
+    killed with its parent, in a new session, starting in the checkout.
+
+    ``hidden`` paths are masked before anything is bound: a directory by an empty tmpfs, a
+    file by ``/dev/null`` (e.g. the data dir with other tasks' checkouts and the database, the
+    App's private key). Paths bound afterwards (``extra_ro_binds``, the checkout, HOME,
+    TMPDIR) stay visible even when they lie inside a hidden directory."""
     work, home_s, tmp_s = os.fspath(workdir), os.fspath(home), os.fspath(tmpdir)
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in hidden:
+        p = os.fspath(path)
+        if os.path.isdir(p):
+            out += ["--tmpfs", p]
+        elif os.path.lexists(p):
+            out += ["--ro-bind", os.devnull, p]
     for path in extra_ro_binds:
         p = os.fspath(path)
         out += ["--ro-bind", p, p]

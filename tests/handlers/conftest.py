@@ -41,10 +41,13 @@ class Harness:
     def bot_login(self) -> str:
         return self.runtime.services.bot_login
 
-    async def settle(self, rounds: int = 200) -> None:
+    async def settle(self, timeout: float = 60.0) -> None:
         """Wait until the emulator sent everything and the dispatcher processed it all."""
         quiet = 0
-        for _ in range(rounds):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        busy: list = []
+        while loop.time() < deadline:
             await self.emulator.idle()
             busy = [
                 d for d in await self.store.list_deliveries(limit=10_000)
@@ -58,7 +61,7 @@ class Harness:
                 if quiet >= 3:
                     return
             await asyncio.sleep(0.02)
-        raise AssertionError("deliveries did not settle")
+        raise AssertionError(f"deliveries did not settle: {[(d.event, d.action, d.state.value) for d in busy]}")
 
     async def task(self, issue: int) -> Task | None:
         return await self.store.get_task_by_issue(self.repo, issue)

@@ -233,7 +233,7 @@ async def test_every_example_payload_through_the_handlers_leaves_the_process_hea
             }
             async with session.post(url, data=body, headers=headers) as resp:
                 assert resp.status in (200, 202), path
-        await h.settle(rounds=1000)
+        await h.settle()
         rows = await h.store.list_deliveries(limit=10_000)
         assert rows and all(d.state in (DeliveryState.DONE, DeliveryState.FAILED) for d in rows)
         assert all(d.outcome or d.ignore_reason for d in rows)

@@ -1,0 +1,1197 @@
+"""One attempt of a claimed task, end to end (SPEC §6.2–§6.8).
+
+:class:`AttemptRunner` takes a task the pool claimed (status ``running``) and:
+
+1. reads the repository (``clone_url``, default branch) and its ``.github/patchwright.yml``;
+2. checks out the task branch (new from the base on the first attempt, else the branch as it
+   is on the remote: the bot's last push plus any human commits);
+3. for a merge-conflict retry merges the base itself: a clean merge is pushed without the agent;
+4. runs the agent (prompt file, environment allowlist, bubblewrap when available, timeout, cost
+   read as it streams, log lines batched into the store with secrets redacted);
+5. commits what the agent left, refuses secrets and protected paths, pushes with
+   compare-and-swap, opens or updates the PR, the check run and the review-thread replies;
+6. reports the outcome through a rule of :mod:`bot.tasks.rules` (which refreshes the status
+   comment) and finishes the attempt row.
+
+Stopped, timed-out, cost-killed, crashed or questioning agents have their work salvaged to
+``patchwright/wip/<task>-<attempt>`` (after the same pre-push checks). The installation token
+is fetched per network step, reaches git only through :class:`GitAuth`, and never the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import re
+import shutil
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import gidgethub
+
+from bot import messages
+from bot.agents.presets import Invocation, Preset, get_preset
+from bot.agents.process import DEFAULT_GRACE_S, AgentProcess
+from bot.agents.result import AgentOutcome, AgentResult, KillReason
+from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env, bwrap_argv
+from bot.agents.signal import clear_signal, read_signal
+from bot.config import RepoConfig
+from bot.github import api
+from bot.logs import log_context
+from bot.prompts import AttemptContext, PreviousAttempt, TaskContext, build_prompt
+from bot.services import Services
+from bot.store.base import Attempt, Store, StoreError
+from bot.store.factory import parse_sqlite_url
+from bot.tasks import rules
+from bot.tasks.model import RetryKind, Status, Task
+from bot.tasks.rules import Decision
+from bot.worker import pr
+from bot.worker.branches import task_branch, wip_branch
+from bot.worker.git import (
+    BranchNotFoundError,
+    Checkout,
+    GitAuth,
+    GitAuthError,
+    GitCommandError,
+    UnresolvedMergeError,
+    Workspaces,
+    tracking_ref,
+)
+from bot.worker.guard import ChangedFile, Violation, check_changes, describe, redact
+
+log = logging.getLogger(__name__)
+
+LOG_PREFIX = "[patchwright] "
+RESUMED_KINDS = frozenset({RetryKind.FEEDBACK, RetryKind.ANSWERS, RetryKind.MERGE_CONFLICT})
+MAX_SUMMARY_CHARS = 2000
+
+
+class StopReason(str, enum.Enum):
+    """Why the worker ends an attempt before the agent does."""
+
+    LEFT_RUNNING = "left_running"  # stopped, closed or restarted by a human (status changed)
+    LOST = "lost"  # the heartbeat was refused: another process took the task back
+    SHUTDOWN = "shutdown"  # this worker is shutting down
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class AttemptControl:
+    """The link between the pool's supervision (heartbeat, status checks, stop hook, shutdown)
+    and a running attempt: ``stop()`` ends the agent at once, wherever the attempt is."""
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self.stopped = asyncio.Event()
+        self._process: AgentProcess | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stopped.set()
+        if self._process is not None:
+            self._process.stop()
+
+    def attach(self, process: AgentProcess) -> None:
+        self._process = process
+        if self.reason is not None:
+            process.stop()
+
+    def detach(self) -> None:
+        self._process = None
+
+
+class _Stopped(Exception):
+    """The attempt was stopped between steps (see :class:`AttemptControl`)."""
+
+
+class _Abort(Exception):
+    """End the attempt with an already-made report (raised from deep inside a step)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How attempts run. ``environ`` is where PATH and the agents' provider keys come from
+    (the process environment, handed down from ``__main__``); ``sandbox`` is ``auto``
+    (bubblewrap when it works here), ``bwrap`` (required) or ``none``."""
+
+    environ: Mapping[str, str] = field(default_factory=dict)
+    sandbox: str = "auto"
+    executables: Mapping[str, str] = field(default_factory=dict)
+    kill_grace: float = DEFAULT_GRACE_S
+    log_batch_lines: int = 50
+    log_batch_seconds: float = 1.0
+
+
+class TokenProvider(Protocol):
+    async def installation_token(self, installation_id: int) -> str: ...
+
+
+class TokenSource(Protocol):
+    """What the runner needs of :class:`bot.github.client.GitHubClientFactory`."""
+
+    @property
+    def tokens(self) -> TokenProvider: ...
+
+
+# --------------------------------------------------------------------------------------
+# pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def error_signature(text: str) -> str:
+    """A normalised error for the no-progress breaker: lower case, numbers and hex ids
+    folded, whitespace collapsed, clipped."""
+    folded = re.sub(r"\b[0-9a-f]{7,40}\b", "<sha>", text.lower())
+    folded = re.sub(r"\d+", "#", folded)
+    return " ".join(folded.split())[:200]
+
+
+def commit_message(task: Task, kind: RetryKind, summary: str, attempt: int) -> str:
+    """The bot's commit message for what the agent left."""
+    title = " ".join(task.title.split())[:60] or "patchwright task"
+    subjects = {
+        RetryKind.CI_FAILURE: f"Fix CI failure (#{task.issue_number})",
+        RetryKind.FEEDBACK: f"Address review feedback (#{task.issue_number})",
+        RetryKind.MERGE_CONFLICT: f"Resolve merge conflict (#{task.issue_number})",
+    }
+    subject = subjects.get(kind, f"{title} (#{task.issue_number})")
+    body = " ".join(summary.split())
+    if len(body) > MAX_SUMMARY_CHARS:
+        body = body[: MAX_SUMMARY_CHARS - 1] + "…"
+    trailer = f"patchwright attempt {attempt} ({kind.value})"
+    return f"{subject}\n\n{body}\n\n{trailer}" if body else f"{subject}\n\n{trailer}"
+
+
+def conflict_violations(from_start: Sequence[Violation], from_base: Sequence[Violation]) -> list[Violation]:
+    """After a merge of the base, the violations the attempt itself introduced: those found in
+    the diff from the attempt's start that the diff from the merged base tip shows too (a
+    file that arrived unchanged from the base is not the agent's doing)."""
+    seen = {(v.path, v.rule) for v in from_base}
+    return [v for v in from_start if (v.path, v.rule) in seen]
+
+
+def day_start(now: Any) -> Any:
+    """Midnight UTC of ``now``'s day (the per-repo daily cap's window)."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def sandbox_hidden(settings: Any) -> list[Path]:
+    """What an agent in bubblewrap must not see: the data dir (other tasks' checkouts and
+    cache clones), the App's private key file, the SQLite database."""
+    hidden = [Path(settings.data_dir).resolve()]
+    if getattr(settings, "private_key_path", None):
+        hidden.append(Path(settings.private_key_path).resolve())
+    if getattr(settings, "is_sqlite", False):
+        with contextlib.suppress(Exception):
+            path = Path(parse_sqlite_url(settings.database_url)[0]).resolve()
+            hidden += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    return hidden
+
+
+# --------------------------------------------------------------------------------------
+# the attempt log
+# --------------------------------------------------------------------------------------
+
+
+class AttemptLog:
+    """Log lines of one attempt, redacted and stored in batches (every ``batch_lines`` lines
+    or ``batch_seconds`` seconds, whichever comes first)."""
+
+    def __init__(
+        self, store: Store, task_id: str, attempt: int, *, batch_lines: int, batch_seconds: float
+    ) -> None:
+        self._store = store
+        self._task_id = task_id
+        self._attempt = attempt
+        self._batch_lines = max(1, batch_lines)
+        self._batch_seconds = batch_seconds
+        self._buffer: list[str] = []
+        self._lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+        self.secrets: list[str] = []
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick(), name=f"log-flush {self._task_id}")
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    async def add(self, line: str) -> None:
+        self._buffer.append(self.redact(line))
+        if len(self._buffer) >= self._batch_lines:
+            await self.flush()
+
+    async def note(self, text: str) -> None:
+        """A line of the worker's own, marked as such."""
+        for line in text.splitlines() or [""]:
+            await self.add(LOG_PREFIX + line)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch, self._buffer = self._buffer, []
+            try:
+                await self._store.append_logs(self._task_id, self._attempt, batch)
+            except StoreError as exc:
+                log.warning("attempt log lines lost: %s", exc)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._batch_seconds)
+            await self.flush()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        await self.flush()
+
+
+# --------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything one attempt accumulates."""
+
+    task: Task  # as claimed
+    control: AttemptControl
+    gh: Any
+    log: AttemptLog
+    number: int
+    kind: RetryKind
+    threads: tuple[str, ...]
+    config: RepoConfig = field(default_factory=RepoConfig)
+    remote_url: str = ""
+    base: str = ""
+    branch: str = ""
+    checkout: Checkout | None = None
+    agent_dir: Path | None = None
+    running_check: int | None = None
+    cost: float = 0.0
+    session: str | None = None
+    summary: str = ""
+    attempt_started: bool = False
+
+
+class AttemptRunner:
+    """Runs attempts for a pool (one instance per pool; stateless between attempts)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        github: TokenSource,
+        workspaces: Workspaces,
+        worker_id: str,
+        options: RunnerOptions | None = None,
+        bwrap: BwrapProbe | None = None,
+        on_repo_config: Callable[[str, RepoConfig], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.github = github
+        self.workspaces = workspaces
+        self.worker_id = worker_id
+        self.options = options or RunnerOptions()
+        self.bwrap = bwrap or BwrapProbe()
+        self.on_repo_config = on_repo_config
+        if self.options.sandbox not in ("auto", "bwrap", "none"):
+            raise ValueError(f"sandbox must be auto, bwrap or none, not {self.options.sandbox!r}")
+
+    @property
+    def actor(self) -> str:
+        return f"worker:{self.worker_id}"
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    # -- entry point ----------------------------------------------------------------------
+
+    async def run(self, task: Task, control: AttemptControl) -> str:
+        """Run the claimed ``task``'s current attempt; returns its outcome word."""
+        with log_context(task_id=task.id, repo=task.repo):
+            log_ = AttemptLog(
+                self.store,
+                task.id,
+                task.attempt,
+                batch_lines=self.options.log_batch_lines,
+                batch_seconds=self.options.log_batch_seconds,
+            )
+            run = _Run(
+                task=task,
+                control=control,
+                gh=self.services.github_for(task.installation_id),
+                log=log_,
+                number=task.attempt,
+                kind=task.retry_kind,
+                threads=task.review_threads,
+            )
+            log_.start()
+            try:
+                return await self._run(run)
+            except _Abort as done:
+                return done.outcome
+            except _Stopped:
+                return await self._stopped(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an unexpected failure: report it, never hang the task
+                log.exception("attempt %s of %s failed unexpectedly", run.number, task.id)
+                return await self._crashed(run, exc)
+            finally:
+                await self._cleanup(run)
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> str:
+        task = run.task
+        await self._start_attempt(run)
+        await run.log.note(f"attempt {run.number} ({run.kind.value}) on worker {self.worker_id}")
+        repo_info = await self._github_step(run, "reading the repository", api.get_repo(run.gh, task.repo))
+        default_branch = str(repo_info.get("default_branch") or "main")
+        run.remote_url = str(repo_info.get("clone_url") or "")
+        run.config, config_error = await self._github_step(
+            run,
+            "reading .github/patchwright.yml",
+            self.services.repo_configs.get(run.gh, task.repo, default_branch),
+        )
+        if self.on_repo_config is not None:
+            self.on_repo_config(task.repo, run.config)
+        run.base = task.base_branch or default_branch
+        run.branch = task.branch or task_branch(task.issue_number, task.title)
+        await self._report_started(run)
+        if config_error:
+            return await self._fail(
+                run,
+                f"`.github/patchwright.yml` on `{default_branch}` is not valid:\n{config_error}\n"
+                f"Fix the file on `{default_branch}`, then use `{self.services.mention} retry`.",
+                retryable=False,
+                category="config",
+            )
+        gate = rules.cost_gate(task)
+        if gate:
+            return await self._fail(run, gate, retryable=False, category="cost")
+        daily_left = await self._daily_left(run)
+        if daily_left is not None and daily_left <= 0:
+            return await self._fail(run, self._daily_message(run), retryable=False, category="daily_cost")
+        self._check_stop(run)
+
+        if task.pr_number is not None and task.head_sha:
+            run.running_check = await pr.start_check_run(
+                run.gh,
+                repo=task.repo,
+                head_sha=task.head_sha,
+                attempt=run.number,
+                max_attempts=task.max_attempts,
+                kind=run.kind.value,
+            )
+        run.checkout = await self._checkout(run)
+        self._check_stop(run)
+
+        conflicts: tuple[str, ...] = ()
+        if run.kind is RetryKind.MERGE_CONFLICT:
+            outcome = await self._git_step(
+                run, "merging the base branch", run.checkout.merge_base(auth=await self._auth(run))
+            )
+            if outcome.clean:
+                await run.log.note(
+                    f"merged origin/{run.base} cleanly"
+                    if not outcome.up_to_date
+                    else f"{run.base} was already merged"
+                )
+                run.summary = (
+                    f"Merged `{run.base}` without conflicts; the agent did not run."
+                    if not outcome.up_to_date
+                    else f"`{run.base}` was already merged; nothing to do."
+                )
+                return await self._push_and_report(run)
+            conflicts = outcome.conflicts
+            await run.log.note("conflicts in: " + ", ".join(conflicts))
+
+        result = await self._run_agent(run, conflicts)
+        return await self._after_agent(run, result)
+
+    async def _start_attempt(self, run: _Run) -> None:
+        attempt = Attempt(
+            task_id=run.task.id,
+            number=run.number,
+            kind=run.kind,
+            started_at=self.services.clock(),
+            head_before=run.task.head_sha,
+        )
+        try:
+            await self.store.start_attempt(attempt)
+            run.attempt_started = True
+        except StoreError as exc:
+            log.warning("attempt row not recorded: %s", exc)
+
+    async def _report_started(self, run: _Run) -> None:
+        reason = rules.CLAIMED.format(attempt=run.number, worker=self.worker_id)
+        try:
+            await self.services.reporter.update(run.gh, run.task, reason=reason)
+        except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("status comment not updated: %s", exc)
+
+    async def _daily_left(self, run: _Run) -> float | None:
+        cap = run.config.budget.daily_cost_usd
+        if cap is None:
+            return None
+        spent = await self.store.repo_cost_since(run.task.repo, day_start(self.services.clock()))
+        return cap - spent
+
+    def _daily_message(self, run: _Run) -> str:
+        cap = run.config.budget.daily_cost_usd or 0.0
+        return (
+            f"The repository's daily cost cap (${cap:.2f}, `budget.daily_cost_usd`) is reached. "
+            f"Use `{self.services.mention} retry` after 00:00 UTC, or raise the cap in `.github/patchwright.yml`."
+        )
+
+    def _check_stop(self, run: _Run) -> None:
+        if run.control.reason is not None:
+            raise _Stopped()
+
+    async def _auth(self, run: _Run) -> GitAuth:
+        """A fresh installation token for one network step (the provider caches it); a
+        failure to get one ends the attempt as a transient error."""
+        try:
+            return await self._fetch_auth(run)
+        except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
+            raise _Abort(await self._transient(run, f"Could not get an installation token: {exc}")) from None
+
+    async def _fetch_auth(self, run: _Run) -> GitAuth:
+        token = await self.github.tokens.installation_token(run.task.installation_id)
+        auth = GitAuth(token)
+        for secret in auth.secrets():
+            if secret not in run.log.secrets:
+                run.log.secrets.append(secret)
+        return auth
+
+    async def _checkout(self, run: _Run) -> Checkout:
+        task = run.task
+        fresh = not task.head_sha
+        await run.log.note(
+            f"checking out {run.branch} " + (f"from {run.base}" if fresh else "as it is on the remote")
+        )
+        auth = await self._auth(run)
+        try:
+            checkout = await self.workspaces.checkout(
+                repo=task.repo,
+                remote_url=run.remote_url,
+                auth=auth,
+                task_id=task.id,
+                branch=run.branch,
+                base_branch=run.base,
+                fresh=fresh,
+            )
+        except BranchNotFoundError as exc:
+            raise _Abort(
+                await self._fail(
+                    run,
+                    f"Cannot check out the work: {exc}. If the branch was deleted on purpose, use "
+                    f"`{self.services.mention} start over`.",
+                    retryable=False,
+                    category="checkout",
+                )
+            ) from None
+        except (GitCommandError, ValueError) as exc:
+            raise _Abort(await self._git_failure(run, "checking out", exc)) from None
+        await run.log.note(f"checked out {run.branch} at {checkout.start_sha[:12]}")
+        return checkout
+
+    async def _github_step(self, run: _Run, what: str, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except gidgethub.BadRequest as exc:
+            raise _Abort(
+                await self._fail(
+                    run,
+                    f"GitHub refused {what}: {exc}. Check that the App is still installed on "
+                    f"{run.task.repo} with its permissions, then use `{self.services.mention} retry`.",
+                    retryable=False,
+                    category="github",
+                )
+            ) from None
+        except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
+            raise _Abort(await self._transient(run, f"GitHub error while {what}: {exc}")) from None
+
+    async def _git_step(self, run: _Run, what: str, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except GitCommandError as exc:
+            raise _Abort(await self._git_failure(run, what, exc)) from None
+
+    async def _git_failure(self, run: _Run, what: str, exc: Exception) -> str:
+        message = run.log.redact(str(exc))
+        if isinstance(exc, GitAuthError):
+            return await self._fail(
+                run,
+                f"git was refused while {what}: {message}. Check that the App still has access to "
+                f"{run.task.repo}, then use `{self.services.mention} retry`.",
+                retryable=False,
+                category="git_auth",
+            )
+        return await self._transient(run, f"git failed while {what}: {message}")
+
+    # -- the agent ------------------------------------------------------------------------
+
+    def _preset(self, run: _Run) -> Preset:
+        settings = self.services.settings
+        name = run.task.agent or run.config.agent.preset or settings.agent
+        template = run.config.agent.command or settings.agent_command
+        return get_preset(name, command=template, executables=self.options.executables)
+
+    def _sandboxed(self) -> bool:
+        if self.options.sandbox == "none":
+            return False
+        if self.options.sandbox == "bwrap":
+            if not self.bwrap.available():
+                raise SandboxError(f"bubblewrap is required but does not work here: {self.bwrap.problem}")
+            return True
+        return self.bwrap.available()
+
+    async def _previous(self, run: _Run) -> PreviousAttempt | None:
+        attempts = [
+            a for a in await self.store.list_attempts(run.task.id) if a.number < run.number and a.outcome
+        ]
+        if not attempts:
+            return None
+        last = attempts[-1]
+        return PreviousAttempt(
+            number=last.number, kind=last.kind.value, outcome=last.outcome, summary=last.summary or last.error
+        )
+
+    async def _run_agent(self, run: _Run, conflicts: tuple[str, ...]) -> AgentResult:
+        task, checkout = run.task, run.checkout
+        assert checkout is not None
+        try:
+            preset = self._preset(run)
+            sandboxed = self._sandboxed()
+        except (ValueError, SandboxError) as exc:
+            raise _Abort(
+                await self._fail(
+                    run,
+                    f"The agent is not configured: {exc}. Set the agent in `.github/patchwright.yml` "
+                    f"(`agent.preset`, `agent.command`) or on the worker (`PATCHWRIGHT_AGENT`, "
+                    f"`PATCHWRIGHT_AGENT_COMMAND`), then use `{self.services.mention} retry`.",
+                    retryable=False,
+                    category="config",
+                )
+            ) from None
+
+        context = TaskContext.from_task(
+            task.replace(branch=run.branch, base_branch=run.base), protected_paths=run.config.protected_paths
+        )
+        overrides: dict[str, Any] = {"conflicted_files": conflicts} if conflicts else {}
+        prompt = build_prompt(
+            context, AttemptContext.from_task(task, previous=await self._previous(run), **overrides)
+        )
+
+        # TMPDIR and the prompt live per attempt; HOME per task, so that an agent's own
+        # session store (e.g. Claude Code's) is still there when a later attempt resumes it.
+        agent_dir = self.workspaces.data_dir / "agents" / f"{task.id}-{run.number}"
+        run.agent_dir = agent_dir
+        home = self.workspaces.data_dir / "homes" / task.id
+        tmp, prompt_dir = agent_dir / "tmp", agent_dir / "prompt"
+        prompt_file = prompt_dir / "prompt.md"
+
+        def prepare() -> None:
+            shutil.rmtree(agent_dir, ignore_errors=True)
+            for path in (home, tmp, prompt_dir):
+                path.mkdir(parents=True, exist_ok=True)
+            prompt_file.write_text(prompt.text, encoding="utf-8")
+            clear_signal(checkout.path)
+
+        await asyncio.to_thread(prepare)
+
+        cost_limit = task.max_cost_usd - task.cost_usd
+        daily_left = await self._daily_left(run)
+        daily_limited = daily_left is not None and daily_left < cost_limit
+        if daily_left is not None:
+            cost_limit = min(cost_limit, daily_left)
+        session = task.agent_session if preset.resumable and run.kind in RESUMED_KINDS else ""
+        invocation = Invocation(
+            prompt=prompt.text,
+            prompt_file=str(prompt_file),
+            workdir=str(checkout.path),
+            model=task.model or run.config.agent.model or "",
+            session_id=session,
+            max_cost_usd=cost_limit,
+            sandboxed=sandboxed,
+        )
+        launch = preset.build(invocation)
+        try:
+            env = agent_env(
+                home=home, tmpdir=tmp, passthrough=self.options.environ, preset_keys=preset.provider_keys
+            )
+        except SandboxError as exc:
+            raise _Abort(
+                await self._fail(
+                    run, f"The agent is not configured: {exc}.", retryable=False, category="config"
+                )
+            ) from None
+        env.update(launch.env)
+        argv = launch.argv
+        if sandboxed:
+            argv = bwrap_argv(
+                argv,
+                workdir=checkout.path,
+                home=home,
+                tmpdir=tmp,
+                network=run.config.agent.network,
+                extra_ro_binds=[checkout.cache, prompt_dir],
+                hidden=sandbox_hidden(self.services.settings),
+            )
+        timeout = run.config.agent.timeout_minutes * 60
+        state = preset.new_state()
+        killed_for_daily = False
+
+        async def on_line(line: str) -> KillReason | None:
+            nonlocal killed_for_daily
+            preset.parse_line(line, state)
+            await run.log.add(line)
+            if state.cost_usd >= cost_limit:
+                killed_for_daily = daily_limited
+                return KillReason.COST
+            return None
+
+        await run.log.note(
+            f"running the {preset.name} agent"
+            + (" in bubblewrap" if sandboxed else "")
+            + (f", resuming session {session}" if launch.resumed else "")
+            + f" (timeout {timeout:g} s, cost limit ${cost_limit:.2f})"
+        )
+        self._check_stop(run)
+        process = AgentProcess(
+            argv,
+            cwd=checkout.path,
+            env=env,
+            stdin_data=launch.stdin,
+            timeout=timeout,
+            on_line=on_line,
+            redact=run.log.secrets,
+            grace=self.options.kill_grace,
+        )
+        run.control.attach(process)
+        try:
+            ended = await process.run()
+        finally:
+            run.control.detach()
+            run.cost = state.cost_usd  # spent even when the run itself raised
+        signal_read = await asyncio.to_thread(read_signal, checkout.path)
+        result = preset.finish(state, ended.exit_code, signal_read, killed=ended.killed_reason)
+        run.cost = result.cost_usd
+        run.session = result.session_id or None
+        run.summary = result.summary
+        await run.log.note(
+            f"the agent ended: {result.outcome.value} (exit {ended.exit_code}, {ended.duration:.1f} s, ${result.cost_usd:.4f})"
+        )
+        if result.outcome is AgentOutcome.KILLED_COST and killed_for_daily:
+            raise _Abort(
+                await self._salvage_and_fail(
+                    run, self._daily_message(run), retryable=False, category="daily_cost"
+                )
+            )
+        return result
+
+    # -- after the agent ------------------------------------------------------------------
+
+    async def _after_agent(self, run: _Run, result: AgentResult) -> str:
+        outcome = result.outcome
+        if outcome is AgentOutcome.STOPPED or run.control.reason is not None:
+            raise _Stopped()
+        if outcome is AgentOutcome.TIMEOUT:
+            minutes = run.config.agent.timeout_minutes
+            return await self._salvage_and_fail(
+                run,
+                f"The agent ran out of time ({minutes:g} min) and was killed.",
+                retryable=True,
+                category="timeout",
+            )
+        if outcome is AgentOutcome.KILLED_COST:
+            return await self._salvage_and_fail(
+                run,
+                f"The agent was killed: this attempt would pass the task's cost cap "
+                f"(${run.task.max_cost_usd:.2f}, `budget.max_cost_usd`).",
+                retryable=True,
+                category="cost",
+            )
+        if outcome is AgentOutcome.CONFIG_ERROR:
+            return await self._fail(
+                run,
+                f"The agent could not run: {result.error}\nFix the agent's setup on the worker "
+                f"(credentials, model, billing), then use `{self.services.mention} retry`.",
+                retryable=False,
+                category="agent_config",
+            )
+        if outcome is AgentOutcome.TRANSIENT:
+            note = await self._salvage_note(run)
+            return await self._transient(
+                run, f"The agent hit a temporary provider error: {result.error}{note}"
+            )
+        if outcome is AgentOutcome.AGENT_ERROR:
+            return await self._salvage_and_fail(
+                run,
+                f"The agent failed: {result.error}",
+                retryable=True,
+                category="agent_error",
+                signature=error_signature(result.error),
+            )
+        if outcome is AgentOutcome.QUESTIONS:
+            return await self._questions(run, result)
+        return await self._finish_work(run)
+
+    async def _finish_work(self, run: _Run) -> str:
+        checkout = run.checkout
+        assert checkout is not None
+        if run.kind is RetryKind.MERGE_CONFLICT and checkout.merge_in_progress():
+            try:
+                await checkout.conclude_merge()
+            except UnresolvedMergeError as exc:
+                return await self._salvage_and_fail(
+                    run,
+                    f"The agent did not resolve the merge conflict: {exc}",
+                    retryable=True,
+                    category="conflict",
+                )
+            except GitCommandError as exc:
+                return await self._git_failure(run, "concluding the merge", exc)
+        try:
+            await checkout.commit_all(commit_message(run.task, run.kind, run.summary, run.number))
+        except GitCommandError as exc:
+            if checkout.merge_in_progress():
+                return await self._salvage_and_fail(
+                    run, "The agent left the merge unfinished.", retryable=True, category="conflict"
+                )
+            return await self._git_failure(run, "committing", exc)
+        violations = await self._violations(run)
+        if violations:
+            return await self._fail(
+                run,
+                describe(violations)
+                + "\nNothing was pushed. Remove these changes from the request, or change them yourself, "
+                f"then use `{self.services.mention} retry [instructions]`.",
+                retryable=False,
+                category="guard",
+            )
+        if not await checkout.changes_since(checkout.start_sha):
+            return await self._no_changes(run)
+        return await self._push_and_report(run)
+
+    async def _violations(self, run: _Run) -> list[Violation]:
+        checkout = run.checkout
+        assert checkout is not None
+        protected = run.config.protected_paths
+        found = check_changes(await checkout.changes_since(checkout.start_sha), protected=protected)
+        if found and run.kind is RetryKind.MERGE_CONFLICT:
+            base_sha = await self.workspaces.resolve(checkout.cache, tracking_ref(run.base))
+            if base_sha is not None:
+                from_base = check_changes(await checkout.changes_since(base_sha), protected=protected)
+                found = conflict_violations(found, from_base)
+        return found
+
+    async def _push_and_report(self, run: _Run) -> str:
+        task, checkout = run.task, run.checkout
+        assert checkout is not None
+        auth = await self._auth(run)
+        try:
+            pushed = await checkout.push(expected_remote=checkout.remote_sha, auth=auth)
+        except GitCommandError as exc:
+            note = await self._salvage_note(run)
+            return await self._transient(run, f"git failed while pushing: {run.log.redact(str(exc))}{note}")
+        if not pushed.ok or pushed.sha is None:
+            return await self._salvage_and_fail(
+                run, f"Could not push to `{run.branch}`: {pushed.error}", retryable=True, category="push"
+            )
+        sha = pushed.sha
+        await run.log.note(
+            f"pushed {sha[:12]} to {run.branch}"
+            + (" (on top of commits pushed meanwhile)" if pushed.rebased else "")
+        )
+        total = round(task.cost_usd + run.cost, 6)
+        current = messages.AttemptLine(
+            run.number, run.kind.value, "pushed", run.cost, pr.one_line(run.summary)
+        )
+        lines = pr.attempt_lines(await self.store.list_attempts(task.id), current=current)
+        try:
+            pull = await pr.open_or_update_pull(
+                run.gh,
+                repo=task.repo,
+                issue_number=task.issue_number,
+                title=task.title,
+                branch=run.branch,
+                base=run.base,
+                draft=run.config.pull_requests.draft,
+                pr_number=task.pr_number,
+                lines=lines,
+                cost_usd=total,
+            )
+        except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
+            return await self._transient(
+                run, f"Pushed {sha[:7]}, but GitHub failed to open or update the pull request: {exc}"
+            )
+        await run.log.note(f"pull request #{pull.number}")
+        await pr.report_pushed(
+            run.gh,
+            repo=task.repo,
+            head_sha=sha,
+            attempt=run.number,
+            max_attempts=task.max_attempts,
+            summary=run.summary,
+            cost_usd=run.cost,
+            running_check=run.running_check,
+        )
+        run.running_check = None
+        answered: list[str] = []
+        if run.threads:
+            answered = await pr.reply_addressed(
+                run.gh, repo=task.repo, pr_number=pull.number, thread_ids=run.threads, head_sha=sha
+            )
+        await self._finish_attempt(run, "pushed", head_after=sha)
+
+        def rule(fresh: Task) -> Decision:
+            decision = rules.attempt_pushed(
+                fresh,
+                head_sha=sha,
+                pr_number=pull.number,
+                pr_url=pull.url,
+                branch=run.branch,
+                cost_usd=run.cost,
+                summary=run.summary,
+                now=self.services.clock(),
+                agent_session=run.session,
+                attempt=run.number,
+            )
+            if not decision.accepted:
+                return decision
+            extra: dict[str, Any] = {}
+            if answered:
+                extra["review_threads"] = tuple(t for t in decision.task.review_threads if t not in answered)
+            if not decision.task.base_branch:
+                extra["base_branch"] = run.base
+            return dataclasses.replace(decision, task=decision.task.replace(**extra)) if extra else decision
+
+        await self._decide(run, rule)
+        return "pushed"
+
+    async def _no_changes(self, run: _Run) -> str:
+        await self._finish_attempt(run, "no_changes", error=rules.NO_CHANGES_FIRST)
+        await self._report_check(run, rules.NO_CHANGES_FIRST, failed=True)
+        await self._decide(
+            run,
+            lambda t: rules.no_progress(
+                t, now=self.services.clock(), cost_usd=run.cost, agent_session=run.session, attempt=run.number
+            ),
+        )
+        await self._refresh_pr(run)
+        return "no_changes"
+
+    async def _questions(self, run: _Run, result: AgentResult) -> str:
+        questions = [q.question for q in result.questions]
+        note = await self._salvage_note(run)
+        listing = "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1))
+        await self._finish_attempt(run, "questions", summary=f"The agent asked:\n{listing}{note}")
+        await self._report_check(run, "The agent asked questions on the issue.", failed=False)
+        await self._decide(
+            run,
+            lambda t: rules.questions_asked(
+                t,
+                questions=questions,
+                now=self.services.clock(),
+                cost_usd=run.cost,
+                agent_session=run.session,
+                attempt=run.number,
+            ),
+            questions=questions,
+        )
+        await self._refresh_pr(run)
+        return "questions"
+
+    # -- failures -------------------------------------------------------------------------
+
+    async def _salvage_note(self, run: _Run) -> str:
+        """Salvage the attempt's work; a sentence saying where it went (or why it did not)."""
+        checkout = run.checkout
+        if checkout is None:
+            return ""
+        try:
+            if checkout.merge_in_progress():
+                await self.workspaces.runner.run(
+                    ["merge", "--quit"],
+                    git_dir=checkout.admin_dir,
+                    work_tree=checkout.path,
+                    cwd=checkout.path,
+                    check=False,
+                )
+            await checkout.commit_all(f"patchwright: unfinished work of attempt {run.number}")
+            changes: list[ChangedFile] = await checkout.changes_since(checkout.start_sha)
+            if not changes:
+                return ""
+            violations = check_changes(changes, protected=run.config.protected_paths)
+            if violations:
+                files = ", ".join(sorted({v.path for v in violations}))
+                return f" The unfinished work was not saved: it breaks the pre-push checks ({files})."
+            sha = await checkout.salvage(
+                task_id=run.task.id, attempt=run.number, auth=await self._fetch_auth(run)
+            )
+        except (
+            GitCommandError,
+            OSError,
+            gidgethub.GitHubException,
+            aiohttp.ClientError,
+            TimeoutError,
+        ) as exc:
+            log.warning("salvage failed: %s", exc)
+            return f" The unfinished work could not be saved: {run.log.redact(str(exc))}"
+        if sha is None:
+            return ""
+        branch = wip_branch(run.task.id, run.number)
+        await run.log.note(f"salvaged the work to {branch} at {sha[:12]}")
+        return f" Unfinished work saved on `{branch}`."
+
+    async def _salvage_and_fail(
+        self, run: _Run, error: str, *, retryable: bool, category: str, signature: str = ""
+    ) -> str:
+        note = await self._salvage_note(run)
+        return await self._fail(
+            run, error + note, retryable=retryable, category=category, signature=signature
+        )
+
+    async def _fail(
+        self, run: _Run, error: str, *, retryable: bool, category: str, signature: str = ""
+    ) -> str:
+        error = run.log.redact(error)
+        await run.log.note(f"attempt failed: {error}")
+        await self._finish_attempt(run, "failed", error=error)
+        await self._report_check(run, error, failed=True)
+        await self._decide(
+            run,
+            lambda t: rules.attempt_failed(
+                t,
+                error=error,
+                category=category,
+                error_signature=signature or category,
+                retryable=retryable,
+                now=self.services.clock(),
+                cost_usd=run.cost,
+                agent_session=run.session,
+                attempt=run.number,
+            ),
+        )
+        await self._refresh_pr(run)
+        return "failed"
+
+    async def _transient(self, run: _Run, reason: str) -> str:
+        reason = run.log.redact(reason)
+        await run.log.note(f"temporary failure: {reason}")
+        await self._finish_attempt(run, "failed", error=reason)
+        await self._report_check(run, reason, failed=False)
+        await self._decide(
+            run,
+            lambda t: rules.transient(
+                t,
+                reason=reason,
+                now=self.services.clock(),
+                cost_usd=run.cost,
+                agent_session=run.session,
+                attempt=run.number,
+            ),
+        )
+        await self._refresh_pr(run)
+        return "transient"
+
+    async def _stopped(self, run: _Run) -> str:
+        """The attempt was stopped (by a human, a lost lease or shutdown): salvage, record."""
+        reason = run.control.reason
+        note = await self._salvage_note(run)
+        outcome = "salvaged" if note.startswith(" Unfinished work saved") else "cancelled"
+        words = {
+            StopReason.LEFT_RUNNING: "the task was stopped",
+            StopReason.LOST: "another worker took the task over",
+            StopReason.SHUTDOWN: "the worker shut down",
+        }
+        what = f"Attempt {run.number} ended early: {words.get(reason, 'it was stopped')}.{note}"
+        await run.log.note(what)
+        await self._finish_attempt(run, outcome, error=what)
+        await self._report_check(run, what, failed=False)
+        fresh = await self.store.get_task(run.task.id)
+        ours = (
+            fresh is not None
+            and fresh.status is Status.RUNNING
+            and fresh.worker_id == self.worker_id
+            and fresh.attempt == run.number
+        )
+        if ours:
+            # Shutdown (or a stop whose decision has not landed): hand the task back.
+            await self._decide(
+                run,
+                lambda t: rules.transient(
+                    t,
+                    reason=what,
+                    now=self.services.clock(),
+                    cost_usd=run.cost,
+                    agent_session=run.session,
+                    attempt=run.number,
+                ),
+            )
+        elif fresh is not None:
+            if run.cost > 0:
+                await self._decide(
+                    run, lambda t: _with_reason(rules.add_cost(t, run.cost), what), report=True
+                )
+            else:
+                with contextlib.suppress(gidgethub.GitHubException):
+                    await self.services.reporter.update(run.gh, fresh, reason=what)
+        await self._refresh_pr(run)
+        return outcome
+
+    async def _crashed(self, run: _Run, exc: BaseException) -> str:
+        message = run.log.redact(f"{type(exc).__name__}: {exc}")
+        try:
+            if run.control.reason is not None:
+                return await self._stopped(run)
+            return await self._salvage_and_fail(
+                run,
+                f"The worker failed while running this attempt ({message}).",
+                retryable=True,
+                category="worker_error",
+                signature=error_signature(message),
+            )
+        except Exception:
+            log.exception("could not report the failure of attempt %s of %s", run.number, run.task.id)
+            return "crashed"
+
+    # -- reporting ------------------------------------------------------------------------
+
+    async def _finish_attempt(
+        self, run: _Run, outcome: str, *, error: str = "", summary: str | None = None, head_after: str = ""
+    ) -> None:
+        if not run.attempt_started:
+            return
+        try:
+            await self.store.finish_attempt(
+                run.task.id,
+                run.number,
+                outcome=outcome,
+                cost_usd=run.cost,
+                summary=run.log.redact(summary if summary is not None else run.summary),
+                head_after=head_after,
+                error=error,
+            )
+        except StoreError as exc:
+            log.warning("attempt row not finished: %s", exc)
+
+    async def _report_check(self, run: _Run, text: str, *, failed: bool) -> None:
+        if run.running_check is None:
+            return
+        await pr.report_not_pushed(
+            run.gh,
+            repo=run.task.repo,
+            running_check=run.running_check,
+            attempt=run.number,
+            max_attempts=run.task.max_attempts,
+            error=text,
+            failed=failed,
+        )
+        run.running_check = None
+
+    async def _refresh_pr(self, run: _Run) -> None:
+        """After an attempt that pushed nothing: the PR body section shows it too."""
+        fresh = await self.store.get_task(run.task.id)
+        if fresh is None or fresh.pr_number is None:
+            return
+        lines = pr.attempt_lines(await self.store.list_attempts(fresh.id))
+        await pr.refresh_summary(
+            run.gh,
+            repo=fresh.repo,
+            issue_number=fresh.issue_number,
+            pr_number=fresh.pr_number,
+            lines=lines,
+            cost_usd=fresh.cost_usd,
+        )
+
+    async def _decide(
+        self,
+        run: _Run,
+        rule: Callable[[Task], Decision],
+        *,
+        questions: Sequence[str] = (),
+        report: bool = True,
+        tries: int = 5,
+    ) -> Task | None:
+        """Apply ``rule`` to the task as it is now, deciding again when a race is lost."""
+        for _ in range(tries):
+            fresh = await self.store.get_task(run.task.id)
+            if fresh is None:
+                return None
+            decision = rule(fresh)
+            if not decision.accepted:
+                await run.log.note(decision.reason_for(self.services.mention))
+                return None
+            try:
+                new = await self.services.tasks.apply(
+                    decision,
+                    gh=run.gh,
+                    actor=self.actor,
+                    state_labels=run.config.state_labels,
+                    report=report,
+                    questions=questions,
+                )
+            except gidgethub.GitHubException as exc:
+                log.warning("applying %s: GitHub error %s", decision.reason, exc)
+                return None
+            if new is not None:
+                return new
+        log.warning("task %s: lost %d races applying the attempt's outcome", run.task.id, tries)
+        return None
+
+    async def _cleanup(self, run: _Run) -> None:
+        with contextlib.suppress(Exception):
+            await run.log.close()
+        if run.checkout is not None:
+            try:
+                await run.checkout.remove()
+            except Exception:
+                log.exception("could not remove the worktree of %s", run.task.id)
+        if run.agent_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, run.agent_dir, True)
+        with contextlib.suppress(StoreError, OSError):
+            fresh = await self.store.get_task(run.task.id)
+            if fresh is None or fresh.is_terminal:  # no later attempt resumes a session
+                home = self.workspaces.data_dir / "homes" / run.task.id
+                await asyncio.to_thread(shutil.rmtree, home, True)
+
+
+def _with_reason(decision: Decision, reason: str) -> Decision:
+    """``decision`` with ``reason`` said after its own (e.g. where salvaged work went)."""
+    if not decision.accepted:
+        return decision
+    return dataclasses.replace(decision, reason=f"{decision.reason} {reason}")
+
+
+__all__ = [
+    "AttemptControl",
+    "AttemptLog",
+    "AttemptRunner",
+    "RunnerOptions",
+    "StopReason",
+    "commit_message",
+    "conflict_violations",
+    "error_signature",
+]
