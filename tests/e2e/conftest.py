@@ -35,20 +35,6 @@ What it sets up:
 
 At teardown every pool and server is stopped, and any request or response that breaks
 GitHub's REST description fails the test.
-
-From another test directory (test directories are not packages under ``--import-mode=
-importlib``), load this file as a module and re-export its fixtures::
-
-    name = "patchwright_tests_e2e_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "e2e" / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    harness = sys.modules[name]
-    e2e, e2e_key_pair, e2e_rest_description, e2e_store_url = (
-        harness.e2e, harness.e2e_key_pair, harness.e2e_rest_description, harness.e2e_store_url
-    )
 """
 
 from __future__ import annotations

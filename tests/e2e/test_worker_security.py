@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -21,29 +19,6 @@ from bot.worker.branches import task_branch
 
 pytestmark = pytest.mark.slow
 
-
-def load_e2e_harness():
-    """tests/e2e/conftest.py as a module (test directories are not packages), so its
-    fixtures can be used here."""
-    name = "patchwright_tests_e2e_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "e2e" / "conftest.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_harness = load_e2e_harness()
-e2e, e2e_key_pair, e2e_rest_description, e2e_store_url = (
-    _harness.e2e,
-    _harness.e2e_key_pair,
-    _harness.e2e_rest_description,
-    _harness.e2e_store_url,
-)
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n-----END RSA PRIVATE KEY-----\n"
 FAKE_GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2

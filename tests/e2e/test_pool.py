@@ -4,7 +4,6 @@ graceful shutdown (issue 5, acceptance criterion 6)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -23,29 +22,6 @@ from bot.worker.runner import StopReason
 
 pytestmark = pytest.mark.slow
 
-
-def load_e2e_harness():
-    """tests/e2e/conftest.py as a module (test directories are not packages), so its
-    fixtures can be used here."""
-    name = "patchwright_tests_e2e_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "e2e" / "conftest.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_harness = load_e2e_harness()
-e2e, e2e_key_pair, e2e_rest_description, e2e_store_url = (
-    _harness.e2e,
-    _harness.e2e_key_pair,
-    _harness.e2e_rest_description,
-    _harness.e2e_store_url,
-)
 
 HANGING = {
     "first": [
