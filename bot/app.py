@@ -25,6 +25,7 @@ from bot.github.client import GitHubClientFactory
 from bot.services import Services, build_services
 from bot.store.base import Delivery, Store
 from bot.tasks.model import utcnow
+from bot.web.routes import add_web_routes
 from bot.webhook import MAX_BODY_BYTES, WebhookIngress
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def create_app(
     app.router.add_post("/webhook", ingress.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    ingress.on_result = add_web_routes(app, store=store, settings=settings, clock=utcnow).count_delivery
     if runtime is not None:
 
         async def run(app: web.Application):

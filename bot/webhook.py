@@ -116,19 +116,25 @@ class WebhookIngress:
         *,
         clock: Callable[[], datetime],
         on_recorded: Callable[[], None] | None = None,
+        on_result: Callable[[str], None] | None = None,
     ):
         if not secret:
             raise ValueError("a webhook secret is required")
         self._store = store
         self._secret = secret.encode()
         self._clock = clock
-        self._on_recorded = on_recorded
+        #: Wakes the dispatcher after a new delivery was recorded (must be cheap).
+        self.on_recorded = on_recorded
+        #: Counts outcomes for metrics: "accepted", "duplicate" or "rejected".
+        self.on_result = on_result
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
             return await self._handle(request)
         except WebhookRejected as exc:
             log.info("webhook rejected (%s): %s", exc.status, exc.message)
+            if self.on_result is not None:
+                self.on_result("rejected")
             return web.json_response({"error": exc.message}, status=exc.status)
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -161,10 +167,12 @@ class WebhookIngress:
                 received_at=self._clock(),
             )
         )
+        if self.on_result is not None:
+            self.on_result("accepted" if inserted else "duplicate")
         if not inserted:
             return web.json_response({"status": "duplicate", "delivery": parsed.delivery_id}, status=200)
-        if self._on_recorded is not None:
-            self._on_recorded()
+        if self.on_recorded is not None:
+            self.on_recorded()
         if parsed.event == "ping":
             return web.json_response({"status": "pong", "delivery": parsed.delivery_id}, status=200)
         return web.json_response({"status": "accepted", "delivery": parsed.delivery_id}, status=202)

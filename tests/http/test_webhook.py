@@ -170,3 +170,34 @@ async def test_body_over_25_mib_is_413(client, store, sign):
 async def test_get_on_webhook_is_405(client):
     resp = await client.get("/webhook")
     assert resp.status == 405
+
+
+async def test_hooks_set_after_construction_wake_and_count(aiohttp_client, store, sign):
+    """create_app attaches the dispatcher's wake-up once the runtime started: the ingress must
+    call the hook it is given then (and count outcomes for /metrics)."""
+    from aiohttp import web
+
+    from bot.tasks.model import utcnow
+    from bot.webhook import WebhookIngress
+
+    ingress = WebhookIngress(store, SECRET, clock=utcnow)
+    woken, results = [], []
+    ingress.on_recorded = lambda: woken.append(1)
+    ingress.on_result = results.append
+    app = web.Application()
+    app.router.add_post("/webhook", ingress.handle)
+    client = await aiohttp_client(app)
+    body = b'{"action": "opened"}'
+    await client.post("/webhook", data=body, headers=headers("issues", body, sign, delivery="w1"))
+    await client.post("/webhook", data=body, headers=headers("issues", body, sign, delivery="w1"))
+    await client.post("/webhook", data=body, headers={"Content-Type": "application/json"})
+    assert woken == [1]
+    assert results == ["accepted", "duplicate", "rejected"]
+
+
+async def test_metrics_count_webhook_outcomes(client, sign):
+    body = b'{"action": "opened"}'
+    await client.post("/webhook", data=body, headers=headers("issues", body, sign))
+    await client.post("/webhook", data=body, headers={"Content-Type": "application/json"})
+    text = await (await client.get("/metrics")).text()
+    assert 'result="accepted"' in text and 'result="rejected"' in text

@@ -1,0 +1,318 @@
+"""The JSON API (SPEC §9): read tasks, attempts, logs, events and deliveries; retry or stop a
+task; replay a delivery.
+
+Query and body parsing are pure functions raising :class:`ApiError` (a 4xx with a message).
+Retry and stop apply the same rules as the ``@patchwright`` commands (:mod:`bot.tasks.rules`)
+with one conditional store update, like ``patchwright tasks retry|stop``; the status comment on
+GitHub catches up with the next event or reconciler pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from bot.store.base import DeliveryState, Store, TaskEvent
+from bot.tasks import rules
+from bot.tasks.model import Status, Task
+from bot.web import views
+from bot.web.events import (
+    EventStreamOptions,
+    StreamClosed,
+    TaskFeed,
+    stream_task_events,
+)
+
+log = logging.getLogger(__name__)
+
+ACTOR = "api"  # the audit trail's actor for changes made through this API
+AUTHOR = "the API"  # how rule reasons name who asked ("Paused by the API.")
+MAX_ID_CHARS = 200
+MAX_INSTRUCTIONS_CHARS = 20_000
+TASK_LIST_DEFAULT, TASK_LIST_MAX = 500, 1000
+DELIVERY_LIST_DEFAULT, DELIVERY_LIST_MAX = 100, 1000
+CAS_ROUNDS = 5
+_REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A request the API answers with ``status`` (4xx) and a message saying what would work."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def json_errors(handler: Handler) -> Handler:
+    """Answer :class:`ApiError` with its status, and a failing store with 503 (never a 500)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        except web.HTTPException:
+            raise
+        except StreamClosed:
+            return error_response(503, "The server is shutting down; reconnect shortly.")
+        except Exception as exc:
+            log.exception("web API %s %s failed", request.method, request.path)
+            return error_response(503, f"The store could not answer ({type(exc).__name__}); try again.")
+
+    return wrapped
+
+
+# -- parsing (pure) ----------------------------------------------------------------------
+
+
+def _choices(kind: Any) -> str:
+    return ", ".join(member.value for member in kind)
+
+
+def parse_status(value: str | None) -> Status | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Status(value)
+    except ValueError:
+        raise ApiError(400, f"Unknown status {value[:40]!r}: use one of {_choices(Status)}.") from None
+
+
+def parse_state(value: str | None) -> DeliveryState | None:
+    if value is None or value == "":
+        return None
+    try:
+        return DeliveryState(value)
+    except ValueError:
+        raise ApiError(400, f"Unknown state {value[:40]!r}: use one of {_choices(DeliveryState)}.") from None
+
+
+def parse_repo(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not _REPO.fullmatch(value):
+        raise ApiError(400, f"repo must look like owner/name, not {value[:80]!r}.")
+    return value
+
+
+def parse_positive_int(name: str, value: str | None, *, maximum: int | None = None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 9 or int(value) < 1:
+        raise ApiError(400, f"{name} must be a positive whole number, not {value[:40]!r}.")
+    number = int(value)
+    if maximum is not None and number > maximum:
+        raise ApiError(400, f"{name} must be at most {maximum}.")
+    return number
+
+
+def parse_limit(value: str | None, *, default: int, maximum: int) -> int:
+    return parse_positive_int("limit", value, maximum=maximum) or default
+
+
+def check_id(kind: str, value: str) -> str:
+    """An id from the path; an absurdly long one cannot exist (404 without asking the store)."""
+    if not value or len(value) > MAX_ID_CHARS:
+        raise ApiError(404, f"No {kind} {value[:MAX_ID_CHARS]!r}.")
+    return value
+
+
+def parse_retry_body(body: bytes) -> str:
+    """The instructions of a retry: an empty body, or JSON ``{"instructions": "..."}``."""
+    if not body.strip():
+        return ""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, 'The body must be JSON like {"instructions": "what to do differently"}.') from None
+    if not isinstance(data, dict):
+        raise ApiError(400, 'The body must be a JSON object like {"instructions": "..."}.')
+    unknown = sorted(set(data) - {"instructions"})
+    if unknown:
+        raise ApiError(400, f"Unknown field(s) {', '.join(unknown)}: the only field is 'instructions'.")
+    instructions = data.get("instructions", "")
+    if instructions is None:
+        instructions = ""
+    if not isinstance(instructions, str):
+        raise ApiError(400, "'instructions' must be a string.")
+    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+        raise ApiError(400, f"'instructions' is longer than {MAX_INSTRUCTIONS_CHARS} characters.")
+    return instructions
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    task: Task
+    previous_status: Status
+    reason: str
+
+
+async def apply_task_command(
+    store: Store, task_id: str, verb: str, *, instructions: str, now: datetime, mention: str
+) -> CommandResult:
+    """``retry`` or ``stop`` with one conditional update (re-decided when the task moved meanwhile)."""
+    if verb not in ("retry", "stop"):
+        raise ValueError(f"unknown task command {verb!r}")
+
+    def decide(task: Task) -> rules.Decision:
+        if verb == "retry":
+            return rules.manual_retry(task, instructions=instructions, now=now, author=AUTHOR)
+        return rules.stop(task, now=now, author=AUTHOR)
+
+    for _ in range(CAS_ROUNDS):
+        task = await store.get_task(task_id)
+        if task is None:
+            raise ApiError(404, f"No task {task_id!r}.")
+        decision = decide(task)
+        if not decision.accepted:
+            raise ApiError(409, decision.reason_for(mention))
+        new = await store.transition(
+            task.id,
+            from_statuses=decision.from_statuses,
+            changes=decision.changes,
+            expect_version=task.version,
+            event=TaskEvent(
+                task_id=task.id,
+                kind="transition",
+                reason=decision.reason_for(mention),
+                actor=ACTOR,
+                from_status=task.status,
+                to_status=decision.task.status,
+            ),
+        )
+        if new is not None:
+            if new.status is Status.PENDING:
+                await store.notify_pending()
+            return CommandResult(new, task.status, decision.reason_for(mention))
+    raise ApiError(409, f"Task {task_id} kept changing while applying {verb}; try again.")
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+class WebApi:
+    """The ``/api`` request handlers over one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        html_base: str,
+        mention: str,
+        feed: TaskFeed,
+        stream_options: EventStreamOptions,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.html_base = html_base
+        self.mention = mention
+        self.feed = feed
+        self.stream_options = stream_options
+
+    def summary(self, task: Task) -> dict[str, Any]:
+        return views.task_summary_json(task, html_base=self.html_base)
+
+    async def _task(self, request: web.Request) -> Task:
+        task_id = check_id("task", request.match_info["task_id"])
+        task = await self.store.get_task(task_id)
+        if task is None:
+            raise ApiError(404, f"No task {task_id!r}: GET /api/tasks lists them.")
+        return task
+
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        q: Mapping[str, str] = request.query
+        status = parse_status(q.get("status"))
+        repo = parse_repo(q.get("repo"))
+        limit = parse_limit(q.get("limit"), default=TASK_LIST_DEFAULT, maximum=TASK_LIST_MAX)
+        tasks = await self.store.list_tasks(statuses=[status] if status else None, repo=repo, limit=limit)
+        return web.json_response({"tasks": [self.summary(t) for t in tasks], "count": len(tasks)})
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        task = await self._task(request)
+        attempts = await self.store.list_attempts(task.id)
+        events = await self.store.list_events(task.id)
+        body = views.task_json(task, html_base=self.html_base)
+        body["attempts"] = [views.attempt_json(a) for a in attempts]
+        body["events"] = [views.event_json(e) for e in events]
+        return web.json_response(body)
+
+    async def task_logs(self, request: web.Request) -> web.Response:
+        attempt = parse_positive_int("attempt", request.query.get("attempt"))
+        task = await self._task(request)
+        lines = await self.store.read_logs(task.id, attempt)
+        return web.json_response(views.logs_json(task.id, attempt, lines))
+
+    async def list_deliveries(self, request: web.Request) -> web.Response:
+        q = request.query
+        state = parse_state(q.get("state"))
+        repo = parse_repo(q.get("repo"))
+        limit = parse_limit(q.get("limit"), default=DELIVERY_LIST_DEFAULT, maximum=DELIVERY_LIST_MAX)
+        rows = await self.store.list_deliveries(limit=limit, state=state, repo=repo)
+        return web.json_response({"deliveries": [views.delivery_json(d) for d in rows], "count": len(rows)})
+
+    async def get_delivery(self, request: web.Request) -> web.Response:
+        delivery_id = check_id("delivery", request.match_info["delivery_id"])
+        row = await self.store.get_delivery(delivery_id)
+        if row is None:
+            raise ApiError(404, f"No delivery {delivery_id!r}: GET /api/deliveries lists them.")
+        return web.json_response(views.delivery_json(row))
+
+    async def retry_task(self, request: web.Request) -> web.Response:
+        task_id = check_id("task", request.match_info["task_id"])
+        instructions = parse_retry_body(await request.read())
+        return await self._command(task_id, "retry", instructions)
+
+    async def stop_task(self, request: web.Request) -> web.Response:
+        task_id = check_id("task", request.match_info["task_id"])
+        return await self._command(task_id, "stop", "")
+
+    async def _command(self, task_id: str, verb: str, instructions: str) -> web.Response:
+        result = await apply_task_command(
+            self.store, task_id, verb, instructions=instructions, now=self.clock(), mention=self.mention
+        )
+        return web.json_response(
+            {
+                "message": f"{task_id}: {result.previous_status.value} -> {result.task.status.value}",
+                "reason": result.reason,
+                "task": views.task_json(result.task, html_base=self.html_base),
+            }
+        )
+
+    async def replay_delivery(self, request: web.Request) -> web.Response:
+        delivery_id = check_id("delivery", request.match_info["delivery_id"])
+        if await self.store.get_delivery(delivery_id) is None:
+            raise ApiError(404, f"No delivery {delivery_id!r}.")
+        if not await self.store.requeue_delivery(delivery_id):
+            raise ApiError(409, f"Delivery {delivery_id} is still waiting or being processed; nothing to replay.")
+        await self.store.notify_deliveries()
+        row = await self.store.get_delivery(delivery_id)
+        body: dict[str, Any] = {"message": f"Delivery {delivery_id} queued again; a running dispatcher processes it."}
+        if row is not None:
+            body["delivery"] = views.delivery_json(row)
+        return web.json_response(body, status=202)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        return await stream_task_events(request, self.feed, self.stream_options, task_view=self.summary)
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        raise ApiError(404, f"No API endpoint {request.method} {request.path[:200]}.")
