@@ -13,7 +13,10 @@
   (every ``poll_interval`` seconds, only while something waits), so notifications from other
   Store instances and other processes are noticed.
 - ``record_delivery`` calls are group-committed: one writer task per Store inserts every
-  queued delivery in one transaction.
+  queued delivery in one transaction, committed before any of them returns. The ledger has a
+  connection and a thread of its own, so a whole batch (begin, insert, wake-up bump, commit)
+  is one call into that thread rather than one event-loop round trip per statement; it
+  still holds the Store's write lock, so in-process writers never meet SQLite's busy wait.
 - ``claim_task`` order: pending tasks by ``created_at`` then ``id``.
 """
 
@@ -24,6 +27,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +56,8 @@ _EVENT_INSERT = (
     f"VALUES ({', '.join('?' for _ in rows.EVENT_COLUMNS)})"
 )
 _DELIVERY_ROW = "(" + ", ".join("?" for _ in rows.DELIVERY_COLUMNS) + ")"
+_DELIVERY_INSERT = f"INSERT INTO deliveries ({', '.join(rows.DELIVERY_COLUMNS)}) VALUES "
+_DELIVERY_STATE = rows.DELIVERY_COLUMNS.index("state")
 
 
 def encode_time(value: datetime) -> str:
@@ -107,6 +113,7 @@ class SQLiteStore:
         path: str,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
+        ledger: LedgerConnection,
         *,
         clock: Callable[[], datetime],
         poll_interval: float,
@@ -114,6 +121,7 @@ class SQLiteStore:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._ledger_db = ledger
         self._clock = clock
         self._poll_interval = poll_interval
         self._write_lock = asyncio.Lock()
@@ -147,7 +155,7 @@ class SQLiteStore:
             )
         if synchronous not in SYNCHRONOUS_MODES:
             raise StoreError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
-        writer = reader = None
+        writer = reader = ledger = None
         try:
             # fail here, not inside aiosqlite (whose failed connect leaves a thread behind)
             await asyncio.to_thread(_check_openable, path)
@@ -156,12 +164,13 @@ class SQLiteStore:
             await writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             reader = await _connect(path, busy_timeout)
             await reader.execute("PRAGMA query_only = ON")
+            ledger = await LedgerConnection.open(path, busy_timeout=busy_timeout, synchronous=synchronous)
         except (sqlite3.Error, OSError) as exc:
             for conn in (reader, writer):
                 if conn is not None:
                     await conn.close()
             raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
-        store = cls(path, writer, reader, clock=clock, poll_interval=poll_interval)
+        store = cls(path, writer, reader, ledger, clock=clock, poll_interval=poll_interval)
         await store._load_counters()
         return store
 
@@ -177,6 +186,7 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         async with self._write_lock:
+            await self._ledger_db.close()
             await self._reader.close()
             await self._writer.close()
 
@@ -538,16 +548,14 @@ class SQLiteStore:
 
     async def _write_deliveries(self, batch: list[list[Any]]) -> list[bool]:
         """Insert one group-commit batch in one transaction (first copy of an id wins)."""
-        sql = (
-            f"INSERT INTO deliveries ({', '.join(rows.DELIVERY_COLUMNS)}) VALUES "
-            + ", ".join(_DELIVERY_ROW for _ in batch)
-            + " ON CONFLICT (id) DO NOTHING RETURNING id, state"
-        )
-        async with self._write() as tx:
-            inserted = await tx.fetch(sql, [value for params in batch for value in params])
-            if any(row[1] == DeliveryState.PENDING.value for row in inserted):
-                await tx.notify(DELIVERIES_CHANNEL)
-        return rows.first_wins([params[0] for params in batch], {row[0] for row in inserted})
+        if self._closed:
+            raise StoreError("the store is closed")
+        async with self._write_lock:
+            results, notified = await self._ledger_db.insert_deliveries(batch)
+        if notified:
+            self._own_bumps[DELIVERIES_CHANNEL] += 1
+            self._wakeups[DELIVERIES_CHANNEL].fire()
+        return results
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self._read("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -744,6 +752,107 @@ class SQLiteStore:
                 self._own_bumps[channel] = max(0, own - delta)
                 if delta > own:
                     self._wakeups[channel].fire()
+
+
+class LedgerConnection:
+    """The deliveries ledger's own connection, used only from its own thread.
+
+    A group-commit batch is one call into that thread (:func:`insert_deliveries`), so the
+    batch costs one hand-over between the event loop and the thread however many
+    statements it runs.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self._conn = conn
+        self._thread = thread
+
+    @classmethod
+    async def open(cls, path: str, *, busy_timeout: float, synchronous: str) -> LedgerConnection:
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(conn, thread)
+
+    async def insert_deliveries(self, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], bool]:
+        """Run :func:`insert_deliveries` in the ledger thread. If the caller is cancelled, this
+        waits for the batch to end anyway (the caller holds the write lock until then)."""
+        future = asyncio.get_running_loop().run_in_executor(self._thread, insert_deliveries, self._conn, batch)
+        try:
+            return await asyncio.shield(future)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+
+def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], bool]:
+    """Insert a batch of :func:`rows.delivery_params` in one ``BEGIN IMMEDIATE`` transaction.
+
+    Returns (per item: whether it is the copy that was recorded, whether the deliveries
+    wake-up counter was bumped). The first copy of an id in the batch wins; ids already in
+    the ledger are not inserted. The common case is four statements: the insert is tried
+    for every new id at once, and only when some were already recorded is the transaction
+    redone with a look-up of the existing ids first.
+    """
+    firsts: dict[str, Sequence[Any]] = {}
+    for params in batch:
+        firsts.setdefault(params[0], params)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        fresh = list(firsts.values())
+        if _insert_delivery_rows(conn, fresh) != len(fresh):
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            existing = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(firsts)),),
+                )
+            }
+            fresh = [params for delivery_id, params in firsts.items() if delivery_id not in existing]
+            if _insert_delivery_rows(conn, fresh) != len(fresh):
+                raise StoreError("deliveries changed inside a write transaction")
+        notify = any(params[_DELIVERY_STATE] == DeliveryState.PENDING.value for params in fresh)
+        if notify:
+            conn.execute("UPDATE wakeups SET counter = counter + 1 WHERE channel = ?", (DELIVERIES_CHANNEL,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    recorded = {params[0] for params in fresh}
+    return rows.first_wins([params[0] for params in batch], recorded), notify
+
+
+def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> int:
+    """Insert the rows whose id is new; returns how many were inserted."""
+    if not batch:
+        return 0
+    sql = _DELIVERY_INSERT + ", ".join(_DELIVERY_ROW for _ in batch) + " ON CONFLICT (id) DO NOTHING"
+    return conn.execute(sql, [value for params in batch for value in params]).rowcount
 
 
 def _check_openable(path: str) -> None:

@@ -1,0 +1,161 @@
+"""The servers ``bench/ingress.py`` compares, each run as ``python -m bench._ingress_servers KIND``.
+
+- ``bare``: aiohttp answering 202 to ``POST /webhook`` after reading the body (the floor).
+- ``gidgethub``: reads the body, ``gidgethub.sansio.Event.from_http(headers, body, secret=…)``
+  (verifies the signature, parses the JSON) and ``await router.dispatch(event)`` to a no-op
+  handler, answers 202: the usual minimal gidgethub bot.
+- ``patchwright``: ``bot.app.create_app(settings, store=…)`` without a runtime (ingress and
+  health only) on the store ``--database-url`` names, migrated first.
+
+One process, one event loop, access log off, 127.0.0.1 on a free port. Protocol with the
+parent: the secret arrives as the first stdin line; the process prints ``{"port": N}`` once
+it listens, serves until stdin closes, then shuts down (a patchwright store is closed, which
+writes what it has queued) and prints ``{"statuses": {...}, "cpu_s": …}``: the answers it
+sent by status, counted on ``on_response_prepare`` (also answers whose client had already
+gone away), and the CPU time (user + system, all threads) it used while serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import resource
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+KINDS = ("bare", "gidgethub", "patchwright")
+
+
+class StatusCounter:
+    """Counts the answers an application starts sending, by status."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+
+    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.counts[response.status] += 1
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_app() -> web.Application:
+    async def webhook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    return app
+
+
+def gidgethub_app(secret: str) -> web.Application:
+    from gidgethub import BadRequest, ValidationFailure, routing, sansio
+
+    router = routing.Router()
+
+    @router.register("issues", action="labeled")
+    async def labeled(event: sansio.Event) -> None:
+        return None
+
+    async def webhook(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            event = sansio.Event.from_http(request.headers, body, secret=secret)
+        except ValidationFailure as exc:
+            return web.Response(status=401, text=str(exc))
+        except BadRequest as exc:
+            return web.Response(status=exc.status_code, text=str(exc))
+        except ValueError as exc:  # invalid JSON
+            return web.Response(status=400, text=str(exc))
+        await router.dispatch(event)
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhook", webhook)
+    return app
+
+
+async def patchwright_app(
+    secret: str, database_url: str, schema: str | None
+) -> tuple[web.Application, Callable[[], Awaitable[None]]]:
+    from bot.app import create_app
+    from bot.config import load_settings
+    from bot.store.factory import open_store
+
+    store = await open_store(database_url, schema=schema)
+    try:
+        await store.migrate()
+        settings = load_settings(
+            {"PATCHWRIGHT_WEBHOOK_SECRET": secret, "PATCHWRIGHT_DATABASE_URL": database_url}, env_file=None
+        )
+        return create_app(settings, store=store), store.close
+    except BaseException:
+        await store.close()
+        raise
+
+
+async def serve(kind: str, database_url: str | None, schema: str | None, profile: Path | None) -> dict:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    secret = (await stdin.readline()).decode().rstrip("\n")
+    close_store: Callable[[], Awaitable[None]] | None = None
+    if kind == "bare":
+        app = bare_app()
+    elif kind == "gidgethub":
+        app = gidgethub_app(secret)
+    else:
+        if not database_url:
+            raise SystemExit("patchwright needs --database-url")
+        app, close_store = await patchwright_app(secret, database_url, schema)
+    counter = StatusCounter()
+    app.on_response_prepare.append(counter.on_response_prepare)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    profiler = cProfile.Profile() if profile is not None else None
+    cpu = 0.0
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(json.dumps({"port": port}), flush=True)
+        if profiler is not None:
+            profiler.enable()
+        cpu = cpu_seconds()
+        await stdin.read()  # until the parent closes our stdin
+        cpu = cpu_seconds() - cpu
+        if profiler is not None:
+            profiler.disable()
+    finally:
+        await runner.cleanup()
+        if close_store is not None:
+            await close_store()
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(str(profile))
+    return {"statuses": {str(status): n for status, n in sorted(counter.counts.items())}, "cpu_s": cpu}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="One server of bench/ingress.py (see the module docstring).")
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--database-url", help="patchwright only: the ledger's store URL")
+    parser.add_argument("--schema", help="patchwright on PostgreSQL: the schema to use")
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of the serving loop here")
+    args = parser.parse_args(argv)
+    result = asyncio.run(serve(args.kind, args.database_url, args.schema, args.profile))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
