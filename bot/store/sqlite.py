@@ -12,20 +12,24 @@
   table whose counters are bumped in the notifying transaction; a waiting Store polls them
   (every ``poll_interval`` seconds, only while something waits), so notifications from other
   Store instances and other processes are noticed.
-- ``record_delivery`` calls are group-committed: one writer task per Store inserts every
-  queued delivery in one transaction, committed before any of them returns. The ledger has a
-  connection and a thread of its own, so a whole batch (begin, insert, wake-up bump, commit)
-  is one call into that thread rather than one event-loop round trip per statement; it
-  still holds the Store's write lock, so in-process writers never meet SQLite's busy wait.
+- ``record_delivery`` calls are group-committed (:class:`LedgerBatcher`): every queued
+  delivery goes into one transaction, committed before any of them returns. The ledger has a
+  connection and a thread of its own; while deliveries keep coming, the thread commits batch
+  after batch by itself (each batch: begin, insert, wake-up bump, commit) and posts each
+  batch's answers to the event loop, so the loop never stands between two commits. A task
+  holds the Store's write lock meanwhile, so in-process writers never meet SQLite's busy wait.
 - ``claim_task`` order: pending tasks by ``created_at`` then ``id``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -44,6 +48,8 @@ from bot.store.base import (
 )
 from bot.store.migrations import load_migrations
 from bot.tasks.model import TASK_FIELDS, Status, Task, utcnow
+
+log = logging.getLogger(__name__)
 
 PENDING_CHANNEL = "pending"
 DELIVERIES_CHANNEL = "deliveries"
@@ -129,9 +135,7 @@ class SQLiteStore:
         self._seen_counters: dict[str, int] | None = None
         self._own_bumps = {PENDING_CHANNEL: 0, DELIVERIES_CHANNEL: 0}
         self._watcher: asyncio.Task[None] | None = None
-        self._ledger: rows.GroupCommit[list[Any], bool] = rows.GroupCommit(
-            self._write_deliveries, name="sqlite-ledger"
-        )
+        self._ledger = LedgerBatcher(ledger, self._write_lock, on_notified=self._deliveries_notified)
         self._closing = False
         self._closed = False
 
@@ -546,16 +550,10 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery) -> bool:
         return await self._ledger.submit(rows.delivery_params(delivery, encode_time))
 
-    async def _write_deliveries(self, batch: list[list[Any]]) -> list[bool]:
-        """Insert one group-commit batch in one transaction (first copy of an id wins)."""
-        if self._closed:
-            raise StoreError("the store is closed")
-        async with self._write_lock:
-            results, notified = await self._ledger_db.insert_deliveries(batch)
-        if notified:
-            self._own_bumps[DELIVERIES_CHANNEL] += 1
-            self._wakeups[DELIVERIES_CHANNEL].fire()
-        return results
+    def _deliveries_notified(self) -> None:
+        """A ledger batch bumped the deliveries counter: wake local waiters."""
+        self._own_bumps[DELIVERIES_CHANNEL] += 1
+        self._wakeups[DELIVERIES_CHANNEL].fire()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self._read("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -754,12 +752,101 @@ class SQLiteStore:
                     self._wakeups[channel].fire()
 
 
+LedgerItem = tuple[Sequence[Any], "asyncio.Future[bool]"]
+
+
+class LedgerBatcher:
+    """Group commit of ``record_delivery`` calls on the ledger thread.
+
+    Callers queue their row and await a future. While anything is queued, one task holds the
+    Store's write lock and hands the ledger thread a *session*: the thread commits batch after
+    batch (each one everything queued when the previous commit ended, at most ``max_batch``)
+    until the queue is empty or ``max_session_s`` has passed, and hands each batch's results
+    to the event loop as soon as it is committed. So the next commit starts without waiting
+    for the event loop, and the loop pays one wake-up per batch.
+    """
+
+    def __init__(
+        self,
+        ledger: LedgerConnection,
+        write_lock: asyncio.Lock,
+        *,
+        on_notified: Callable[[], None],
+        max_batch: int = 256,
+        max_session_s: float = 0.05,
+    ) -> None:
+        self._ledger = ledger
+        self._write_lock = write_lock
+        self._on_notified = on_notified
+        self._max_batch = max_batch
+        self._max_session_s = max_session_s
+        self._queue: collections.deque[LedgerItem] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, params: Sequence[Any]) -> bool:
+        if self._closed:
+            raise StoreError("the store is closed")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((params, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sqlite-ledger")
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the writer task."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._wakeup.set()
+        await task
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    async with self._write_lock:
+                        await self._ledger.drain(
+                            self._queue, self._resolve, max_batch=self._max_batch, max_seconds=self._max_session_s
+                        )
+                if self._closed:
+                    return
+        finally:
+            leftover = list(self._queue)
+            self._queue.clear()
+            for _, future in leftover:
+                if not future.done():
+                    future.set_exception(StoreError("the store closed before this write"))
+
+    def _resolve(self, batch: Sequence[LedgerItem], outcome: tuple[list[bool], bool] | BaseException) -> None:
+        """On the event loop: one committed (or failed) batch's answers."""
+        if isinstance(outcome, BaseException):
+            log.warning("sqlite-ledger: batch of %d failed: %s", len(batch), outcome)
+            for _, future in batch:
+                if not future.done():
+                    error = StoreError(f"sqlite-ledger: {outcome}")
+                    error.__cause__ = outcome
+                    future.set_exception(error)
+            return
+        results, notified = outcome
+        if notified:
+            self._on_notified()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
 class LedgerConnection:
     """The deliveries ledger's own connection, used only from its own thread.
 
-    A group-commit batch is one call into that thread (:func:`insert_deliveries`), so the
-    batch costs one hand-over between the event loop and the thread however many
-    statements it runs.
+    A session of group-commit batches is one call into that thread (:func:`drain_queue`), so
+    a batch costs no hand-over from the event loop however many statements it runs, and
+    one wake-up of the loop for its answers.
     """
 
     def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
@@ -787,14 +874,24 @@ class LedgerConnection:
             raise
         return cls(conn, thread)
 
-    async def insert_deliveries(self, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], bool]:
-        """Run :func:`insert_deliveries` in the ledger thread. If the caller is cancelled, this
-        waits for the batch to end anyway (the caller holds the write lock until then)."""
-        future = asyncio.get_running_loop().run_in_executor(self._thread, insert_deliveries, self._conn, batch)
+    async def drain(
+        self,
+        queue: collections.deque[LedgerItem],
+        resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], bool] | BaseException], None],
+        *,
+        max_batch: int,
+        max_seconds: float,
+    ) -> None:
+        """Commit the queue's items in the ledger thread until it is empty or ``max_seconds``
+        have passed; ``resolve(batch, results or exception)`` runs on the event loop after
+        each batch. If the caller is cancelled, this waits for the session to end anyway
+        (the caller holds the write lock until then)."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._thread, drain_queue, self._conn, queue, loop, resolve, max_batch, max_seconds
+        )
         try:
-            return await asyncio.shield(future)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite: {exc}") from exc
+            await asyncio.shield(future)
         except asyncio.CancelledError:
             await asyncio.wait([future])
             raise
@@ -804,6 +901,30 @@ class LedgerConnection:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
         finally:
             self._thread.shutdown(wait=False)
+
+
+def drain_queue(
+    conn: sqlite3.Connection,
+    queue: collections.deque[LedgerItem],
+    loop: asyncio.AbstractEventLoop,
+    resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], bool] | BaseException], None],
+    max_batch: int,
+    max_seconds: float,
+) -> None:
+    """In the ledger thread: commit batches of ``queue`` (filled by the event loop) until it
+    is empty or ``max_seconds`` have passed, posting each batch's outcome to ``resolve``."""
+    deadline = time.monotonic() + max_seconds
+    while queue:
+        batch = [queue.popleft() for _ in range(min(len(queue), max_batch))]
+        try:
+            loop.call_soon_threadsafe(resolve, batch, insert_deliveries(conn, [params for params, _ in batch]))
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+            loop.call_soon_threadsafe(resolve, batch, exc)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(resolve, batch, exc)
+            raise
+        if time.monotonic() >= deadline:
+            return
 
 
 def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], bool]:
