@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations and exit")
     sub.add_parser("worker", help="run a worker pool only (shares the database with serve)")
 
+    demo = sub.add_parser(
+        "demo",
+        help="play the whole loop on a local GitHub emulator (no App, no network needed)",
+        description="Start a local GitHub emulator, the bot and a deterministic agent, and play the "
+        "story: issue -> PR -> CI failure fixed -> review feedback -> merge conflict -> merged.",
+    )
+    demo.add_argument(
+        "--data-dir", type=Path, help="keep everything in this new or empty directory (default: a "
+        "temporary directory, removed at the end)"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave everything running afterwards, until Ctrl-C")
+    demo.add_argument("--postgres", metavar="URL", help="use this PostgreSQL database instead of SQLite")
+
     from bot.sandbox import cli as emulator_cli
 
     emulator = sub.add_parser(
@@ -109,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "demo":
+        from bot import demo as demo_command
+
+        return demo_command.run_from_args(args, os.environ)
     if args.command == "emulator":
         from bot.sandbox import cli as emulator_cli
 

@@ -35,6 +35,12 @@ What it sets up:
 
 At teardown every pool and server is stopped, and any request or response that breaks
 GitHub's REST description fails the test.
+
+The ``make_world`` fixture starts what ``patchwright demo`` runs instead (:class:`bot.demo.
+DemoWorld`: the emulator with the demo's repository and CI, the bot as ``serve`` runs it —
+``create_app`` with the dispatcher, handlers and reconciler — and a worker pool), on SQLite or
+PostgreSQL, optionally behind an emulator that fails 20 % of the requests; the story and the
+scenarios use it.
 """
 
 from __future__ import annotations
@@ -438,4 +444,95 @@ async def e2e(
     )
 
 
-__all__ = ["BASE_FILES", "E2E", "FAST_AGENT_CONFIG", "OWNER", "SLUG", "Status"]
+# -- the demo's world (bot.demo): the story and the scenarios -------------------------------
+
+#: The emulator's fault injection for "the same story on an unreliable GitHub": 20 % of REST
+#: calls answer 5xx, 5 % a secondary rate limit with ``retry-after: 1`` (seeded).
+FAULTS: Mapping[str, Any] = {"error_rate": 0.2, "secondary_rate_limit_rate": 0.05, "retry_after": 1}
+
+
+async def quick_sleep(seconds: float) -> None:
+    """The GitHub client's backoff and retry-after waits, shortened so fault tests stay fast."""
+    await asyncio.sleep(min(seconds, 0.01))
+
+
+def fault_tolerant_options() -> dict[str, Any]:
+    """World options for a GitHub that fails often: short client sleeps, and a client and
+    dispatcher that retry more. With 20 % of calls failing, five tries give up on one call in
+    ~3000; a worker that gives up backs off for a minute (a transient retry), so the client
+    gets ten tries and a story's couple of hundred calls all get through."""
+    from bot.github.client import RetryPolicy
+
+    return {
+        "github_options": {"sleep": quick_sleep, "policy": RetryPolicy(max_attempts=10)},
+        "dispatcher_options": {"retry_delays": (0.05, 0.1, 0.2, 0.4)},
+    }
+
+
+@pytest.fixture
+async def make_world(
+    tmp_path: Path, e2e_key_pair: tuple[str, str], e2e_rest_description: RestDescription
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``await make_world(database_url=None, faults=False, **WorldOptions fields)``: a started
+    :class:`bot.demo.DemoWorld` (emulator, the bot as ``serve`` runs it, worker pool, the demo's
+    repository and agent) with the test App key, no sandbox (so the fake agent records its
+    runs) and this process's PATH. ``database_url`` None is SQLite under ``tmp_path``; a
+    PostgreSQL URL gets a schema of its own, dropped at teardown. ``faults=True`` makes the
+    emulator answer as :data:`FAULTS` says once the world runs (and the bot patient enough
+    for it, see :func:`fault_tolerant_options`). At teardown every world is stopped and no
+    request or response may have broken GitHub's REST description."""
+    from bot.demo import DemoWorld, WorldOptions
+
+    worlds: list[DemoWorld] = []
+    schemas: list[tuple[str, str]] = []
+
+    async def make(*, database_url: str | None = None, faults: bool = False, **options: Any) -> DemoWorld:
+        schema = None
+        if database_url is not None:
+            schema = f"e2e_{uuid.uuid4().hex[:16]}"
+            schemas.append((database_url, schema))
+        options.setdefault("sandbox", "none")
+        options.setdefault("environ", {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        if faults:
+            options = {**fault_tolerant_options(), **options}
+        world = await DemoWorld.start(
+            tmp_path / f"world-{len(worlds)}",
+            WorldOptions(
+                database_url=database_url,
+                schema=schema,
+                key_pair=e2e_key_pair,
+                description=e2e_rest_description,
+                **options,
+            ),
+        )
+        worlds.append(world)
+        if faults:
+            world.emulator.faults.configure(dict(FAULTS), seed=7)
+        return world
+
+    try:
+        yield make
+    finally:
+        for world in worlds:
+            await world.stop()
+        for url, schema in schemas:
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+    bad = [v.as_dict() for world in worlds for v in world.emulator.violations()]
+    assert not bad, f"requests or responses that break GitHub's REST description: {json.dumps(bad, indent=1)[:4000]}"
+
+
+__all__ = [
+    "BASE_FILES",
+    "E2E",
+    "FAST_AGENT_CONFIG",
+    "FAULTS",
+    "OWNER",
+    "SLUG",
+    "Status",
+    "fault_tolerant_options",
+    "quick_sleep",
+]
