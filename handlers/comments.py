@@ -47,6 +47,9 @@ async def on_comment_created(event: sansio.Event, ctx: HandlerContext) -> str:
     found = commands.first_command(comment.get("body") or "", mentions=mentions)
     task, on_pr = await _find_task(ctx, repo, issue)
     mention = ctx.services.mention
+    fact = f"comment:{repo}:{comment_id}"
+    if task is not None and await ctx.services.store.has_fact(fact):
+        raise Ignored(f"comment {comment_id} was already acted on (duplicate fact)")
 
     if found is None:
         # Plain comments only matter as answers while the agent waits for them.
@@ -55,7 +58,7 @@ async def on_comment_created(event: sansio.Event, ctx: HandlerContext) -> str:
         ok, _perm = await ctx.services.permitted(ctx.gh, repo, login)
         if not ok:
             raise Ignored(f"not taken as answers: {login} has no write access")
-        return await _answer(ctx, task, comment.get("body") or "", login, comment_id)
+        return await _answer(ctx, task, comment.get("body") or "", login, comment_id, fact)
 
     ok, perm = await ctx.services.permitted(ctx.gh, repo, login)
     if not ok:
@@ -100,7 +103,7 @@ async def on_comment_created(event: sansio.Event, ctx: HandlerContext) -> str:
             t, text=found.args, author=login, now=now, limit=config.budget.max_feedback_retries
         )
     elif task.status == Status.WAITING:
-        return await _answer(ctx, task, found.args, login, comment_id)
+        return await _answer(ctx, task, found.args, login, comment_id, fact)
     else:
         await _refuse(
             ctx, repo, number, comment_id,
@@ -114,15 +117,17 @@ async def on_comment_created(event: sansio.Event, ctx: HandlerContext) -> str:
         await _refuse(
             ctx, repo, number, comment_id, decision.reason_for(mention), decision.reason_for(mention)
         )
+    await ctx.services.store.record_fact(fact, task.id)
     await react(ctx, repo, "issue_comment", comment_id, "+1")
     return f"{verb}: {decision.reason_for(mention)}"
 
 
-async def _answer(ctx: HandlerContext, task: Task, text: str, login: str, comment_id: int) -> str:
+async def _answer(ctx: HandlerContext, task: Task, text: str, login: str, comment_id: int, fact: str) -> str:
     decision, new = await ctx.decide(
         task, lambda t: rules.answered(t, text=text, now=ctx.now, author=login), actor=login
     )
     if new is None:
         raise Ignored(decision.reason_for(ctx.services.mention))
+    await ctx.services.store.record_fact(fact, task.id)
     await react(ctx, task.repo, "issue_comment", comment_id, "+1")
     return f"answers from {login}: task {new.id} continues"

@@ -25,6 +25,9 @@ async def on_review_submitted(event: sansio.Event, ctx: HandlerContext) -> str:
     task = await ctx.services.store.get_task_by_pr(repo, int(pr["number"]))
     if task is None:
         raise Ignored(f"pull request #{pr['number']} is not a task's pull request")
+    fact = f"review:{repo}:{review['id']}"
+    if await ctx.services.store.has_fact(fact):
+        raise Ignored(f"review {review['id']} was already turned into a retry (duplicate fact)")
     if not feedback.is_actionable(review):
         # A COMMENTED review may still carry inline comments: look before ignoring it.
         if feedback.review_state(review) != feedback.COMMENTED:
@@ -46,6 +49,7 @@ async def on_review_submitted(event: sansio.Event, ctx: HandlerContext) -> str:
     decision, new = await ctx.decide(task, rule, actor=login, config=config)
     if new is None:
         raise Ignored(decision.reason_for(ctx.services.mention))
+    await ctx.services.store.record_fact(fact, task.id)
     return f"feedback retry from review {review['id']} ({len(comments)} inline comment(s))"
 
 

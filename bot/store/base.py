@@ -197,6 +197,9 @@ class Store(Protocol):
     async def record_fact(self, key: str, value: str = "") -> bool:
         """Record a one-time fact; True only for the first caller with this key (any process)."""
 
+    async def has_fact(self, key: str) -> bool:
+        """Whether a fact with this key was recorded."""
+
     async def repo_cost_since(self, repo: str, since: datetime) -> float:
         """Sum of attempt costs of ``repo``'s tasks for attempts finished (or, still running,
         started) at or after ``since`` (the per-repo daily cap)."""

@@ -577,6 +577,9 @@ class PostgresStore:
         async with self._tx() as tx:
             await self._insert_event(tx, event, self._clock())
 
+    async def has_fact(self, key: str) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM facts WHERE key = $1", rows.clean_text(key)))
+
     async def record_fact(self, key: str, value: str = "") -> bool:
         async with self._tx() as tx:
             status = await tx.conn.execute(

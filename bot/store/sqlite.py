@@ -522,6 +522,9 @@ class SQLiteStore:
         async with self._write() as tx:
             await self._insert_event(tx, event, self._clock())
 
+    async def has_fact(self, key: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM facts WHERE key = ?", (rows.clean_text(key),)))
+
     async def record_fact(self, key: str, value: str = "") -> bool:
         async with self._write() as tx:
             found = await tx.fetch(

@@ -239,3 +239,63 @@ async def test_every_example_payload_through_the_handlers_leaves_the_process_hea
         assert all(d.outcome or d.ignore_reason for d in rows)
         async with session.get(url.replace("/webhook", "/healthz")) as resp:
             assert resp.status == 200
+
+
+async def test_the_same_review_sent_again_under_a_new_delivery_id_makes_no_second_retry(harness, sign):
+    """GitHub may send an event twice with different delivery ids: a review is one retry."""
+    import uuid
+
+    import aiohttp
+
+    h = harness
+    issue = await h.emulator.open_issue(REPO, title="t", body="b", user="maintainer")
+    await label(h, issue["number"], "maintainer")
+    task = await h.bot_pushed(issue["number"], files={"widget.py": "def size():\n    return 2\n"})
+    await h.settle()
+    await h.emulator.submit_review(REPO, task.pr_number, user="maintainer", event="REQUEST_CHANGES", body="Rename it.")
+    await h.settle()
+    first = await h.task(issue["number"])
+    assert first.retry_kind is RetryKind.FEEDBACK
+    # The attempt ran and pushed again: the task is back in review when the copy arrives.
+    again = await h.store.transition(first.id, from_statuses=[Status.PENDING], changes={"status": Status.REVIEW})
+    row = (await h.deliveries("pull_request_review", "submitted"))[0]
+    url = h.emulator.app(h.app_id).webhook_url
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "pull_request_review",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(row.payload, "handler-e2e-secret"),
+    }
+    async with aiohttp.ClientSession() as session, session.post(url, data=row.payload, headers=headers) as resp:
+        assert resp.status == 202
+    await h.settle()
+    after = await h.task(issue["number"])
+    assert after.status is Status.REVIEW and after.attempt == again.attempt
+    copies = await h.deliveries("pull_request_review", "submitted")
+    assert len(copies) == 2 and "already" in copies[0].ignore_reason + copies[1].ignore_reason
+
+
+async def test_the_same_command_sent_again_under_a_new_delivery_id_is_not_answered_twice(harness, sign):
+    import uuid
+
+    import aiohttp
+
+    h = harness
+    issue = await h.emulator.open_issue(REPO, title="t", body="b", user="maintainer")
+    await label(h, issue["number"], "maintainer")
+    await h.emulator.comment_on(REPO, issue["number"], "@patchwright stop", user="maintainer")
+    await h.settle()
+    before = await h.issue_state(issue["number"])
+    row = next(d for d in await h.deliveries("issue_comment", "created") if b"@patchwright stop" in d.payload)
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "issue_comment",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(row.payload, "handler-e2e-secret"),
+    }
+    url = h.emulator.app(h.app_id).webhook_url
+    async with aiohttp.ClientSession() as session, session.post(url, data=row.payload, headers=headers) as resp:
+        assert resp.status == 202
+    await h.settle()
+    assert (await h.issue_state(issue["number"]))["comments_list"] == before["comments_list"]
+    assert (await h.task(issue["number"])).status is Status.PAUSED

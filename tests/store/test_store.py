@@ -936,3 +936,4 @@ async def test_facts_are_recorded_once_across_stores(store, make_store):
     assert await other.record_fact("ci:o/r:abc", "retry") is False
     assert await store.record_fact("ci:o/r:abc") is False
     assert await other.record_fact("ci:o/r:def") is True
+    assert await store.has_fact("ci:o/r:def") and not await store.has_fact("ci:o/r:xyz")
