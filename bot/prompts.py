@@ -466,8 +466,8 @@ def _conflict_section(attempt: AttemptContext, base_branch: str) -> str:
         "### Merge conflict\n\n"
         f"A merge of {base} into this branch is in progress and stopped with conflicts.\n"
         "Resolve every conflict keeping the intent of both sides, remove all conflict markers,\n"
-        "make sure the code still builds and its tests pass, and `git add` the resolved files.\n"
-        "Do not abort the merge.\n\n" + fence(listing, "The conflicted files") + "\n"
+        "and make sure the code still builds and its tests pass. Leave the files in the working\n"
+        "tree: patchwright stages and commits the merge itself. Do not abort the merge.\n\n" + fence(listing, "The conflicted files") + "\n"
     )
 
 

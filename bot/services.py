@@ -28,6 +28,7 @@ from bot.github.repo_config import fetch_repo_config
 from bot.store.base import Store, TaskEvent
 from bot.tasks.model import Status, Task
 from bot.tasks.rules import Decision, Effect, render_reason
+from bot.worker.branches import wip_branch
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class StatusReporter:
             mention=self._mention,
             reason=render_reason(reason or task.retry_reason, self._mention),
             trigger_label=trigger_label,
+            salvage_branches=[wip_branch(task.id, a.number) for a in attempts if a.outcome == "salvaged"],
         )
 
     async def update(self, gh: Any, task: Task, *, reason: str = "") -> Task:
