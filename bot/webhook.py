@@ -62,8 +62,12 @@ def verify_signature(body: bytes, secret: bytes, header: str | None, sha1_header
         raise WebhookRejected(401, "Signature does not match: check that the webhook secret is the same on both sides.")
 
 
-def parse_delivery(headers: Any, body: bytes) -> tuple[ParsedDelivery, dict[str, Any]]:
-    """Read the event, delivery id, action, repository and installation from a verified body."""
+def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
+    """Read the event, delivery id, action, repository and installation from a verified body.
+
+    The parsed payload is not kept: the request then holds no objects for the garbage
+    collector while it waits for the ledger (hundreds of containers per delivery would be
+    promoted to older generations and make full collections frequent and long)."""
     event = headers.get("X-GitHub-Event", "").strip()
     delivery_id = headers.get("X-GitHub-Delivery", "").strip()
     try:
@@ -77,15 +81,12 @@ def parse_delivery(headers: Any, body: bytes) -> tuple[ParsedDelivery, dict[str,
     installation = payload.get("installation")
     full_name = repo.get("full_name") if isinstance(repo, dict) else None
     inst_id = installation.get("id") if isinstance(installation, dict) else None
-    return (
-        ParsedDelivery(
-            delivery_id=delivery_id,
-            event=event,
-            action=action if isinstance(action, str) else "",
-            repo=full_name if isinstance(full_name, str) else "",
-            installation_id=inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
-        ),
-        payload,
+    return ParsedDelivery(
+        delivery_id=delivery_id,
+        event=event,
+        action=action if isinstance(action, str) else "",
+        repo=full_name if isinstance(full_name, str) else "",
+        installation_id=inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
     )
 
 
@@ -160,7 +161,7 @@ class WebhookIngress:
             request.headers.get("X-Hub-Signature-256"),
             request.headers.get("X-Hub-Signature"),
         )
-        parsed, _payload = parse_delivery(request.headers, body)
+        parsed = parse_delivery(request.headers, body)
         inserted = await self._store.record_delivery(
             Delivery(
                 id=parsed.delivery_id,

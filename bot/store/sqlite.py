@@ -15,9 +15,13 @@
 - ``record_delivery`` calls are group-committed (:class:`LedgerBatcher`): every queued
   delivery goes into one transaction, committed before any of them returns. The ledger has a
   connection and a thread of its own; while deliveries keep coming, the thread commits batch
-  after batch by itself (each batch: begin, insert, wake-up bump, commit) and posts each
-  batch's answers to the event loop, so the loop never stands between two commits. A task
-  holds the Store's write lock meanwhile, so in-process writers never meet SQLite's busy wait.
+  after batch by itself (each batch: one multi-row ``INSERT`` committed by itself, a
+  connection-private trigger bumping the wake-up counter) and posts each batch's answers to
+  the event loop, so the loop never stands between two commits. A task holds the Store's
+  write lock meanwhile, so in-process writers never meet SQLite's busy wait.
+- WAL checkpoints run off the ledger's commit path, on a checkpointer thread and connection
+  of their own (:class:`CheckpointPolicy`), which also keeps the WAL bounded. New database
+  files get :data:`NEW_DATABASE_PAGE_SIZE` pages.
 - ``claim_task`` order: pending tasks by ``created_at`` then ``id``.
 """
 
@@ -29,9 +33,11 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +60,9 @@ log = logging.getLogger(__name__)
 PENDING_CHANNEL = "pending"
 DELIVERIES_CHANNEL = "deliveries"
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
+#: Page size of a database the store creates (an existing file keeps its own): a webhook
+#: payload of tens of KB then takes a few pages, so fewer WAL frames and writes per delivery.
+NEW_DATABASE_PAGE_SIZE = 16384
 
 _TASK_COLUMNS = ", ".join(TASK_FIELDS)
 _TASK_PLACEHOLDERS = ", ".join("?" for _ in TASK_FIELDS)
@@ -64,6 +73,7 @@ _EVENT_INSERT = (
 _DELIVERY_ROW = "(" + ", ".join("?" for _ in rows.DELIVERY_COLUMNS) + ")"
 _DELIVERY_INSERT = f"INSERT INTO deliveries ({', '.join(rows.DELIVERY_COLUMNS)}) VALUES "
 _DELIVERY_STATE = rows.DELIVERY_COLUMNS.index("state")
+_DELIVERY_PAYLOAD = rows.DELIVERY_COLUMNS.index("payload")
 
 
 def encode_time(value: datetime) -> str:
@@ -150,8 +160,13 @@ class SQLiteStore:
         synchronous: str = "full",
         busy_timeout: float = 30.0,
         poll_interval: float = 0.05,
+        page_size: int = NEW_DATABASE_PAGE_SIZE,
+        checkpoint: CheckpointPolicy | None = None,
     ) -> SQLiteStore:
-        """Open (creating the file if needed) without migrating; call :meth:`migrate`."""
+        """Open (creating the file if needed) without migrating; call :meth:`migrate`.
+
+        ``page_size`` applies to a new (empty) file only; ``checkpoint`` is the ledger's WAL
+        checkpoint policy (:class:`CheckpointPolicy` defaults)."""
         if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise StoreError(
                 "an in-memory SQLite database cannot be shared by the store's connections; "
@@ -164,11 +179,23 @@ class SQLiteStore:
             # fail here, not inside aiosqlite (whose failed connect leaves a thread behind)
             await asyncio.to_thread(_check_openable, path)
             writer = await _connect(path, busy_timeout)
+            await _set_new_database_page_size(writer, page_size)
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            policy = checkpoint or CheckpointPolicy()
+            # the ledger's checkpointer keeps the WAL short; the writer checkpoints in its
+            # commits only as a last resort, when the WAL is past the policy's hard limit
+            async with writer.execute("PRAGMA page_size") as cursor:
+                (db_page_size,) = await cursor.fetchone()  # type: ignore[misc]
+            await writer.execute(f"PRAGMA wal_autocheckpoint = {max(1, policy.hard_limit_bytes // db_page_size)}")
             reader = await _connect(path, busy_timeout)
             await reader.execute("PRAGMA query_only = ON")
-            ledger = await LedgerConnection.open(path, busy_timeout=busy_timeout, synchronous=synchronous)
+            ledger = await LedgerConnection.open(
+                path,
+                busy_timeout=busy_timeout,
+                synchronous=synchronous,
+                checkpoint=policy,
+            )
         except (sqlite3.Error, OSError) as exc:
             for conn in (reader, writer):
                 if conn is not None:
@@ -553,9 +580,9 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery) -> bool:
         return await self._ledger.submit(rows.delivery_params(delivery, encode_time))
 
-    def _deliveries_notified(self) -> None:
-        """A ledger batch bumped the deliveries counter: wake local waiters."""
-        self._own_bumps[DELIVERIES_CHANNEL] += 1
+    def _deliveries_notified(self, bumps: int) -> None:
+        """A ledger batch bumped the deliveries counter ``bumps`` times: wake local waiters."""
+        self._own_bumps[DELIVERIES_CHANNEL] += bumps
         self._wakeups[DELIVERIES_CHANNEL].fire()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -774,7 +801,7 @@ class LedgerBatcher:
         ledger: LedgerConnection,
         write_lock: asyncio.Lock,
         *,
-        on_notified: Callable[[], None],
+        on_notified: Callable[[int], None],
         max_batch: int = 256,
         max_session_s: float = 0.05,
     ) -> None:
@@ -826,7 +853,7 @@ class LedgerBatcher:
                 if not future.done():
                     future.set_exception(StoreError("the store closed before this write"))
 
-    def _resolve(self, batch: Sequence[LedgerItem], outcome: tuple[list[bool], bool] | BaseException) -> None:
+    def _resolve(self, batch: Sequence[LedgerItem], outcome: tuple[list[bool], int] | BaseException) -> None:
         """On the event loop: one committed (or failed) batch's answers."""
         if isinstance(outcome, BaseException):
             log.warning("sqlite-ledger: batch of %d failed: %s", len(batch), outcome)
@@ -836,12 +863,138 @@ class LedgerBatcher:
                     error.__cause__ = outcome
                     future.set_exception(error)
             return
-        results, notified = outcome
-        if notified:
-            self._on_notified()
+        results, bumps = outcome
+        if bumps:
+            self._on_notified(bumps)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPolicy:
+    """How the WAL is checkpointed off the ledger's commit path (sizes in bytes of WAL).
+
+    The ledger connection never checkpoints inside its commits. A checkpointer thread of its
+    own runs a PASSIVE checkpoint (which does not block writers) after about ``every_bytes``
+    were written, or every ``idle_interval_s`` otherwise. SQLite restarts the WAL from its
+    beginning at the first write after a checkpoint that caught up with every frame; under a
+    steady stream of commits that rarely happens by itself, so when the WAL is longer than
+    ``catch_up_bytes`` the checkpointer finishes the job between two ledger batches (the ledger
+    waits for that short tail only). Past ``hard_limit_bytes`` (readers kept old snapshots)
+    it runs a TRUNCATE checkpoint there, waiting at most ``truncate_wait_s`` for them, and
+    after one that could not finish, no other for ``truncate_backoff_s``.
+    """
+
+    every_bytes: int = 1024 * 1024
+    catch_up_bytes: int = 16 * 1024 * 1024
+    hard_limit_bytes: int = 64 * 1024 * 1024
+    idle_interval_s: float = 1.0
+    truncate_wait_s: float = 0.25
+    truncate_backoff_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.every_bytes <= self.catch_up_bytes <= self.hard_limit_bytes:
+            raise ValueError("checkpoint sizes must satisfy 0 < every <= catch_up <= hard_limit")
+
+
+CHECKPOINT_NONE = "none"
+CHECKPOINT_CATCH_UP = "catch_up"
+CHECKPOINT_TRUNCATE = "truncate"
+
+
+def checkpoint_action(
+    wal_frames: int, page_size: int, policy: CheckpointPolicy, *, truncate_allowed: bool = True
+) -> str:
+    """After a passive checkpoint left the WAL ``wal_frames`` frames long: what to do next,
+    between two ledger batches (:data:`CHECKPOINT_NONE`, ``_CATCH_UP`` or ``_TRUNCATE``;
+    a catch-up instead of a truncate while ``truncate_allowed`` is false)."""
+    wal_bytes = wal_frames * page_size
+    if wal_bytes >= policy.hard_limit_bytes and truncate_allowed:
+        return CHECKPOINT_TRUNCATE
+    if wal_bytes >= policy.catch_up_bytes:
+        return CHECKPOINT_CATCH_UP
+    return CHECKPOINT_NONE
+
+
+def estimate_wal_bytes(payload_bytes: int, rows_count: int, page_size: int) -> int:
+    """WAL bytes a ledger batch appends, roughly: its payloads plus, per row, part of a leaf
+    page, and a few index, sequence and counter pages for the batch."""
+    return payload_bytes + rows_count * page_size // 2 + 8 * page_size
+
+
+class WalCheckpointer:
+    """The checkpointer thread of :class:`CheckpointPolicy`, on a connection of its own.
+
+    ``gate`` is held by the ledger thread around each batch; the checkpointer takes it only to
+    finish a checkpoint between two batches. ``wrote`` is called by the ledger thread after
+    each commit. Outcomes are counted in ``stats`` (for tests and benchmarks).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, page_size: int, policy: CheckpointPolicy) -> None:
+        self._conn = conn
+        self.page_size = page_size
+        self.policy = policy
+        self.gate = threading.Lock()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._written = 0
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._no_truncate_until = 0.0
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wrote(self, nbytes: int) -> None:
+        """In the ledger thread, after a commit: about ``nbytes`` were appended to the WAL."""
+        self._written += nbytes
+        if self._written >= self.policy.every_bytes:
+            self._written = 0
+            self._wanted.set()
+
+    def stop(self) -> None:
+        """Stop the thread (blocking: call it off the event loop) and close the connection."""
+        self._stopping = True
+        self._wanted.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._conn.close()
+
+    def checkpoint(self, mode: str) -> tuple[int, int]:
+        """One ``wal_checkpoint(mode)``: (WAL frames, frames checkpointed); (-1, -1) when the
+        database is not in WAL mode."""
+        busy, wal_frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        self.stats[f"{mode.lower()}{'_busy' if busy else ''}"] += 1
+        return wal_frames, done
+
+    def step(self) -> None:
+        """One round: a passive checkpoint alongside the ledger, then, if the policy says so,
+        the rest between two of its batches."""
+        wal_frames, _ = self.checkpoint("PASSIVE")
+        truncate_allowed = time.monotonic() >= self._no_truncate_until
+        action = checkpoint_action(wal_frames, self.page_size, self.policy, truncate_allowed=truncate_allowed)
+        if action == CHECKPOINT_NONE:
+            return
+        with self.gate:
+            if action == CHECKPOINT_CATCH_UP:
+                self.checkpoint("PASSIVE")
+                return
+            wal_frames, _ = self.checkpoint("TRUNCATE")
+        if wal_frames != 0:  # readers or a writer held on: leave them alone for a while
+            self._no_truncate_until = time.monotonic() + self.policy.truncate_backoff_s
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait(self.policy.idle_interval_s)
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                self.step()
+            except sqlite3.Error as exc:
+                self.stats["error"] += 1
+                log.warning("sqlite-checkpoint: %s", exc)
 
 
 class LedgerConnection:
@@ -849,38 +1002,56 @@ class LedgerConnection:
 
     A session of group-commit batches is one call into that thread (:func:`drain_queue`), so
     a batch costs no hand-over from the event loop however many statements it runs, and
-    one wake-up of the loop for its answers.
+    one wake-up of the loop for its answers. The connection never checkpoints the WAL itself:
+    its :class:`WalCheckpointer` does, off the commit path.
     """
 
-    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, checkpointer: WalCheckpointer) -> None:
         self._conn = conn
         self._thread = thread
+        self.checkpointer = checkpointer
 
     @classmethod
-    async def open(cls, path: str, *, busy_timeout: float, synchronous: str) -> LedgerConnection:
+    async def open(
+        cls, path: str, *, busy_timeout: float, synchronous: str, checkpoint: CheckpointPolicy
+    ) -> LedgerConnection:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
 
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        def connect() -> tuple[sqlite3.Connection, WalCheckpointer]:
+            conn = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, factory=LedgerSQLiteConnection
+            )
+            checkpoint_conn = None
             try:
                 conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
                 conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                # the checkpoint syncs the database file before the WAL may be reused
+                checkpoint_conn = sqlite3.connect(
+                    path, timeout=checkpoint.truncate_wait_s, isolation_level=None, check_same_thread=False
+                )
+                checkpoint_conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                checkpoint_conn.execute("PRAGMA wal_autocheckpoint = 0")
             except BaseException:
                 conn.close()
+                if checkpoint_conn is not None:
+                    checkpoint_conn.close()
                 raise
-            return conn
+            return conn, WalCheckpointer(checkpoint_conn, page_size, checkpoint)
 
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(thread, connect)
+            conn, checkpointer = await asyncio.get_running_loop().run_in_executor(thread, connect)
         except BaseException:
             thread.shutdown(wait=False)
             raise
-        return cls(conn, thread)
+        checkpointer.start()
+        return cls(conn, thread, checkpointer)
 
     async def drain(
         self,
         queue: collections.deque[LedgerItem],
-        resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], bool] | BaseException], None],
+        resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], int] | BaseException], None],
         *,
         max_batch: int,
         max_seconds: float,
@@ -891,7 +1062,15 @@ class LedgerConnection:
         (the caller holds the write lock until then)."""
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self._thread, drain_queue, self._conn, queue, loop, resolve, max_batch, max_seconds
+            self._thread,
+            drain_queue,
+            self._conn,
+            queue,
+            loop,
+            resolve,
+            max_batch,
+            max_seconds,
+            self.checkpointer,
         )
         try:
             await asyncio.shield(future)
@@ -901,74 +1080,92 @@ class LedgerConnection:
 
     async def close(self) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+            await asyncio.to_thread(self.checkpointer.stop)
         finally:
-            self._thread.shutdown(wait=False)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+            finally:
+                self._thread.shutdown(wait=False)
 
 
 def drain_queue(
     conn: sqlite3.Connection,
     queue: collections.deque[LedgerItem],
     loop: asyncio.AbstractEventLoop,
-    resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], bool] | BaseException], None],
+    resolve: Callable[[Sequence[LedgerItem], tuple[list[bool], int] | BaseException], None],
     max_batch: int,
     max_seconds: float,
+    checkpointer: WalCheckpointer,
 ) -> None:
     """In the ledger thread: commit batches of ``queue`` (filled by the event loop) until it
     is empty or ``max_seconds`` have passed, posting each batch's outcome to ``resolve``."""
     deadline = time.monotonic() + max_seconds
+    page_size = checkpointer.page_size
     while queue:
         batch = [queue.popleft() for _ in range(min(len(queue), max_batch))]
+        rows_params = [params for params, _ in batch]
         try:
-            loop.call_soon_threadsafe(resolve, batch, insert_deliveries(conn, [params for params, _ in batch]))
+            with checkpointer.gate:
+                outcome: tuple[list[bool], int] | BaseException = insert_deliveries(conn, rows_params)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
-            loop.call_soon_threadsafe(resolve, batch, exc)
+            outcome = exc
         except BaseException as exc:
             loop.call_soon_threadsafe(resolve, batch, exc)
             raise
+        loop.call_soon_threadsafe(resolve, batch, outcome)
+        if not isinstance(outcome, BaseException):
+            payload_bytes = sum(len(params[_DELIVERY_PAYLOAD]) for params in rows_params)
+            checkpointer.wrote(estimate_wal_bytes(payload_bytes, len(rows_params), page_size))
         if time.monotonic() >= deadline:
             return
 
 
-def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], bool]:
-    """Insert a batch of :func:`rows.delivery_params` in one ``BEGIN IMMEDIATE`` transaction.
+class LedgerSQLiteConnection(sqlite3.Connection):
+    """The ledger's connection: remembers whether its wake-up trigger exists."""
 
-    Returns (per item: whether it is the copy that was recorded, whether the deliveries
-    wake-up counter was bumped). The first copy of an id in the batch wins; ids already in
-    the ledger are not inserted. The common case is four statements: the insert is tried
-    for every new id at once, and only when some were already recorded is the transaction
-    redone with a look-up of the existing ids first.
+    wakeup_trigger = False
+
+
+_LEDGER_WAKEUP_TRIGGER = (
+    "CREATE TEMP TRIGGER IF NOT EXISTS ledger_wakeup AFTER INSERT ON main.deliveries"
+    f" WHEN NEW.state = '{DeliveryState.PENDING.value}' BEGIN"
+    f" UPDATE wakeups SET counter = counter + 1 WHERE channel = '{DELIVERIES_CHANNEL}'; END"
+)
+
+
+def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[list[bool], int]:
+    """Insert a batch of :func:`rows.delivery_params` as one transaction: one ``INSERT``
+    statement committed by itself (autocommit), so the ledger thread runs one statement per
+    batch. A connection-private trigger (created here on first use) bumps the deliveries
+    wake-up counter once per pending row in the same transaction.
+
+    Returns (per item: whether it is the copy that was recorded, how many times the
+    deliveries wake-up counter was bumped). The first copy of an id in the batch wins; ids
+    already in the ledger are not inserted. When some were (the statement inserted fewer
+    rows than it was given), the rows it inserted are the ones with the highest ``seq``
+    among the batch's ids: ``seq`` is AUTOINCREMENT, above every row that existed before.
     """
+    if conn.in_transaction:
+        raise StoreError("the ledger connection is inside a transaction")
     firsts: dict[str, Sequence[Any]] = {}
     for params in batch:
         firsts.setdefault(params[0], params)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        fresh = list(firsts.values())
-        if _insert_delivery_rows(conn, fresh) != len(fresh):
-            conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
-            existing = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT id FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
-                    (json.dumps(list(firsts)),),
-                )
-            }
-            fresh = [params for delivery_id, params in firsts.items() if delivery_id not in existing]
-            if _insert_delivery_rows(conn, fresh) != len(fresh):
-                raise StoreError("deliveries changed inside a write transaction")
-        notify = any(params[_DELIVERY_STATE] == DeliveryState.PENDING.value for params in fresh)
-        if notify:
-            conn.execute("UPDATE wakeups SET counter = counter + 1 WHERE channel = ?", (DELIVERIES_CHANNEL,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+    fresh = list(firsts.values())
+    if not getattr(conn, "wakeup_trigger", False):
+        conn.execute(_LEDGER_WAKEUP_TRIGGER)
+        if isinstance(conn, LedgerSQLiteConnection):
+            conn.wakeup_trigger = True
+    inserted = _insert_delivery_rows(conn, fresh)
+    if inserted != len(fresh):
+        seqs = conn.execute(
+            "SELECT id, seq FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            (json.dumps(list(firsts)),),
+        ).fetchall()
+        ours = {row[0] for row in seqs[len(seqs) - inserted :]} if inserted else set()
+        fresh = [params for delivery_id, params in firsts.items() if delivery_id in ours]
+    bumps = sum(1 for params in fresh if params[_DELIVERY_STATE] == DeliveryState.PENDING.value)
     recorded = {params[0] for params in fresh}
-    return rows.first_wins([params[0] for params in batch], recorded), notify
+    return rows.first_wins([params[0] for params in batch], recorded), bumps
 
 
 def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> int:
@@ -977,6 +1174,14 @@ def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any
         return 0
     sql = _DELIVERY_INSERT + ", ".join(_DELIVERY_ROW for _ in batch) + " ON CONFLICT (id) DO NOTHING"
     return conn.execute(sql, [value for params in batch for value in params]).rowcount
+
+
+async def _set_new_database_page_size(conn: aiosqlite.Connection, page_size: int) -> None:
+    """Set the page size of a database that has no page yet (before WAL mode and tables)."""
+    async with conn.execute("PRAGMA page_count") as cursor:
+        (pages,) = await cursor.fetchone()  # type: ignore[misc]
+    if pages == 0:
+        await conn.execute(f"PRAGMA page_size = {int(page_size)}")
 
 
 def _check_openable(path: str) -> None:

@@ -77,8 +77,10 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        for result in DELIVERY_RESULTS:
-            self.webhook_deliveries.labels(result=result)
+        # the children, looked up once: counting is on every webhook request's path
+        self._delivery_counters = {
+            result: self.webhook_deliveries.labels(result=result) for result in DELIVERY_RESULTS
+        }
         self.event_subscribers = Gauge(
             "patchwright_event_stream_subscribers",
             "Open /api/events streams.",
@@ -89,9 +91,10 @@ class Metrics:
 
     def count_delivery(self, result: str) -> None:
         """Count one webhook answer: ``accepted``, ``duplicate`` or ``rejected``."""
-        if result not in DELIVERY_RESULTS:
+        counter = self._delivery_counters.get(result)
+        if counter is None:
             raise ValueError(f"unknown delivery result {result!r}; expected one of {DELIVERY_RESULTS}")
-        self.webhook_deliveries.labels(result=result).inc()
+        counter.inc()
 
     def apply(self, snapshot: StoreSnapshot) -> None:
         for status, count in snapshot.tasks_by_status.items():
