@@ -108,6 +108,25 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--event", help="event name (default: the file's folder name)")
     replay.add_argument("--url", help="webhook URL (default: http://HOST:PORT/webhook from settings)")
 
+    setup = sub.add_parser(
+        "setup",
+        help="register the GitHub App from app.yml and write its settings to .env",
+        description="Serve a local page that registers the GitHub App described by app.yml "
+        "(GitHub's manifest flow), then write the App's id, slug, webhook secret and private key "
+        "path to the settings file. Secrets are never printed.",
+    )
+    setup.add_argument("--webhook-url", required=True, metavar="URL",
+                       help="where GitHub will send webhooks, e.g. https://bot.example.com/webhook")
+    setup.add_argument("--org", metavar="NAME", help="register the App for this organization "
+                       "(default: your personal account)")
+    setup.add_argument("--port", type=int, default=3000,
+                       help="port of the registration page on 127.0.0.1 (default 3000; 0: any free port)")
+    setup.add_argument("--env-file", dest="setup_env_file", type=Path, default=None, metavar="FILE",
+                       help="settings file to update (default: the global --env-file, .env)")
+    setup.add_argument("--no-browser", action="store_true", help="only print the page's address")
+    setup.add_argument("--app-yml", type=Path, default=Path("app.yml"), metavar="FILE",
+                       help="the App manifest (default: app.yml)")
+
     check = sub.add_parser(
         "check-config",
         help="validate a .github/patchwright.yml file",
@@ -126,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot import demo as demo_command
 
         return demo_command.run_from_args(args, os.environ)
+    if args.command == "setup":
+        from bot import setup as setup_command
+
+        return setup_command.run_from_args(args, os.environ)
     if args.command == "emulator":
         from bot.sandbox import cli as emulator_cli
 
