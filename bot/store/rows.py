@@ -10,6 +10,7 @@ batches) hold JSON text on both backends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import json
 import logging
@@ -520,6 +521,23 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 
+def resolve_batch(
+    batch: Sequence[tuple[Any, asyncio.Future[Any]]], outcome: Sequence[Any] | BaseException, name: str
+) -> None:
+    """Hand one written batch's results to its callers, or the error to every one of them."""
+    if isinstance(outcome, BaseException):
+        log.warning("%s: batch of %d failed: %s", name, len(batch), outcome)
+        for _, future in batch:
+            if not future.done():
+                error = StoreError(f"{name}: {outcome}")
+                error.__cause__ = outcome
+                future.set_exception(error)
+        return
+    for (_, future), result in zip(batch, outcome, strict=True):
+        if not future.done():
+            future.set_result(result)
+
+
 class GroupCommit(Generic[ItemT, ResultT]):
     """Writes concurrent submissions in shared transactions.
 
@@ -527,12 +545,12 @@ class GroupCommit(Generic[ItemT, ResultT]):
     batch was being committed goes into the next batch (at most ``max_batch`` items), and
     each caller awaits its own result. ``write_batch`` gets the items in arrival order and
     returns one result per item; if it raises, every caller of that batch gets a
-    :class:`StoreError`.
+    :class:`StoreError`. Subclasses may drain the queue their own way (:meth:`_drain`).
     """
 
     def __init__(
         self,
-        write_batch: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
+        write_batch: Callable[[list[ItemT]], Awaitable[list[ResultT]]] | None = None,
         *,
         max_batch: int = 256,
         name: str = "group-commit",
@@ -540,7 +558,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._name = name
-        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._queue: collections.deque[tuple[ItemT, asyncio.Future[ResultT]]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -570,36 +588,30 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while self._queue:
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: self._max_batch]
-                    await self._write(batch)
+                    await self._drain()
                 if self._closed:
                     return
         finally:
-            leftover, self._queue = self._queue, []
+            leftover = list(self._queue)
+            self._queue.clear()
             for _, future in leftover:
                 if not future.done():
                     future.set_exception(StoreError("the store closed before this write"))
 
-    async def _write(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+    async def _drain(self) -> None:
+        """Write the next batch (the oldest ``max_batch`` queued items)."""
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+        assert self._write_batch is not None, "GroupCommit needs write_batch or a _drain of its own"
         try:
-            results = await self._write_batch([item for item, _ in batch])
+            results: Sequence[ResultT] | BaseException = await self._write_batch([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
-            log.warning("%s: batch of %d failed: %s", self._name, len(batch), exc)
-            for _, future in batch:
-                if not future.done():
-                    error = StoreError(f"{self._name}: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
-            return
+            results = exc
         except BaseException:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(StoreError(f"{self._name}: writer cancelled"))
             raise
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        resolve_batch(batch, results, self._name)
 
 
 def first_wins(ids: Sequence[str], inserted: set[str]) -> list[bool]:

@@ -785,7 +785,7 @@ class SQLiteStore:
 LedgerItem = tuple[Sequence[Any], "asyncio.Future[bool]"]
 
 
-class LedgerBatcher:
+class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
     """Group commit of ``record_delivery`` calls on the ledger thread.
 
     Callers queue their row and await a future. While anything is queued, one task holds the
@@ -805,70 +805,26 @@ class LedgerBatcher:
         max_batch: int = 256,
         max_session_s: float = 0.05,
     ) -> None:
+        super().__init__(max_batch=max_batch, name="sqlite-ledger")
         self._ledger = ledger
         self._write_lock = write_lock
         self._on_notified = on_notified
-        self._max_batch = max_batch
         self._max_session_s = max_session_s
-        self._queue: collections.deque[LedgerItem] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    async def submit(self, params: Sequence[Any]) -> bool:
-        if self._closed:
-            raise StoreError("the store is closed")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((params, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="sqlite-ledger")
-        self._wakeup.set()
-        return await future
-
-    async def close(self) -> None:
-        """Write what is queued, then stop the writer task."""
-        self._closed = True
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._wakeup.set()
-        await task
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue:
-                    async with self._write_lock:
-                        await self._ledger.drain(
-                            self._queue, self._resolve, max_batch=self._max_batch, max_seconds=self._max_session_s
-                        )
-                if self._closed:
-                    return
-        finally:
-            leftover = list(self._queue)
-            self._queue.clear()
-            for _, future in leftover:
-                if not future.done():
-                    future.set_exception(StoreError("the store closed before this write"))
+    async def _drain(self) -> None:
+        async with self._write_lock:
+            await self._ledger.drain(
+                self._queue, self._resolve, max_batch=self._max_batch, max_seconds=self._max_session_s
+            )
 
     def _resolve(self, batch: Sequence[LedgerItem], outcome: tuple[list[bool], int] | BaseException) -> None:
         """On the event loop: one committed (or failed) batch's answers."""
-        if isinstance(outcome, BaseException):
-            log.warning("sqlite-ledger: batch of %d failed: %s", len(batch), outcome)
-            for _, future in batch:
-                if not future.done():
-                    error = StoreError(f"sqlite-ledger: {outcome}")
-                    error.__cause__ = outcome
-                    future.set_exception(error)
-            return
-        results, bumps = outcome
-        if bumps:
-            self._on_notified(bumps)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        if not isinstance(outcome, BaseException):
+            results, bumps = outcome
+            if bumps:
+                self._on_notified(bumps)
+            outcome = results
+        rows.resolve_batch(batch, outcome, self._name)
 
 
 @dataclass(frozen=True, slots=True)
