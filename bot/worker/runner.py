@@ -27,6 +27,7 @@ import enum
 import logging
 import re
 import shutil
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,9 @@ class AttemptRunner:
         self.on_repo_config = on_repo_config
         if self.options.sandbox not in ("auto", "bwrap", "none"):
             raise ValueError(f"sandbox must be auto, bwrap or none, not {self.options.sandbox!r}")
+        # One attempt of a task at a time, cleanup included: the decision that ends attempt n
+        # makes the task claimable at once, and attempt n+1 uses the same worktree path.
+        self._task_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def actor(self) -> str:
@@ -326,6 +330,13 @@ class AttemptRunner:
 
     async def run(self, task: Task, control: AttemptControl) -> str:
         """Run the claimed ``task``'s current attempt; returns its outcome word."""
+        lock = self._task_locks.get(task.id)
+        if lock is None:
+            lock = self._task_locks[task.id] = asyncio.Lock()
+        async with lock:
+            return await self._run_locked(task, control)
+
+    async def _run_locked(self, task: Task, control: AttemptControl) -> str:
         with log_context(task_id=task.id, repo=task.repo):
             log_ = AttemptLog(
                 self.store,

@@ -3,6 +3,7 @@ attempt, the branches and the status comment show afterwards (issue 5, criteria 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,33 @@ async def test_an_agent_error_is_retried_and_the_next_attempt_pushes(e2e) -> Non
     assert "exited with code 3" in attempts[0].error and "something broke" in attempts[0].error
     assert done.attempt == 2 and done.max_attempts == 5
     assert "Attempt 1" in e2e.agent_run(2)["prompt"] and "something broke" in e2e.agent_run(2)["prompt"]
+
+
+async def test_the_next_attempt_of_a_task_waits_for_the_previous_attempts_cleanup(e2e) -> None:
+    """The decision that ends attempt n makes the task claimable at once; another worker of the
+    pool must not start attempt n+1 in the same worktree before attempt n has removed it."""
+    from bot.worker.runner import AttemptControl, AttemptRunner
+
+    order: list[str] = []
+    release = asyncio.Event()
+
+    class Recording(AttemptRunner):
+        async def _run(self, run):  # noqa: ANN001 - test double
+            order.append(f"start {run.number}")
+            return "done"
+
+        async def _cleanup(self, run):  # noqa: ANN001
+            if run.number == 1:
+                await release.wait()
+            order.append(f"cleanup {run.number}")
+
+    repo = await e2e.add_repo("locks")
+    task = await e2e.create_task(repo, await e2e.open_issue(repo, "Locks"))
+    runner = Recording(e2e.services, github=e2e.github, workspaces=None, worker_id="w")  # type: ignore[arg-type]
+    first = asyncio.create_task(runner.run(task, AttemptControl()))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(runner.run(task.replace(attempt=2), AttemptControl()))
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, second)
+    assert order == ["start 1", "cleanup 1", "start 2", "cleanup 2"]
