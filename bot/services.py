@@ -21,7 +21,7 @@ import cachetools
 import gidgethub
 
 from bot import messages
-from bot.config import RepoConfig, RepoConfigError, Settings, parse_repo_config
+from bot.config import RepoConfig, Settings, parse_repo_config
 from bot.github import api
 from bot.github.permissions import PermissionCache, is_permitted
 from bot.github.repo_config import fetch_repo_config
@@ -81,9 +81,7 @@ class RepoConfigs:
             return self._cache[key]
         result = await fetch_repo_config(gh, repo, default_branch, parse_repo_config)
         if result.error is not None:
-            error = result.error
-            text = str(error) if isinstance(error, RepoConfigError | Exception) else str(error)
-            value: tuple[RepoConfig, str | None] = (RepoConfig(), text)
+            value: tuple[RepoConfig, str | None] = (RepoConfig(), str(result.error))
         else:
             value = (result.value if result.value is not None else RepoConfig(), None)
         self._cache[key] = value

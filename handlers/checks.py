@@ -92,8 +92,7 @@ async def evaluate_head(ctx: HandlerContext, repo: str, sha: str, *, branch: str
         if stale is not None:
             raise Ignored(f"stale head SHA {sha[:7]}: task {stale.id}'s current head is {stale.head_sha[:7]}")
         raise Ignored(f"{sha[:7]} is not the head the bot pushed for a task in review")
-    config = await ctx.services.repo_configs.get(ctx.gh, repo, task.base_branch or "main")
-    config = config[0]
+    config, _error = await ctx.services.repo_configs.get(ctx.gh, repo, task.base_branch or "main")
     checks = await collect_checks(ctx.gh, repo, sha)
     settlement = ci.settle(
         checks,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -76,11 +77,7 @@ async def test_every_handler_runs_isolated_and_outcomes_are_recorded(store, cloc
 
 
 async def test_invalid_json_row_is_finished_not_lost(store, clock):
-    row = delivery(clock, "bad")
-    await store.record_delivery(Delivery(**{**row.__dict__} if hasattr(row, "__dict__") else {
-        "id": "bad", "event": "issues", "action": "", "repo": "o/r", "installation_id": None,
-        "payload": b"{nope", "received_at": clock(),
-    }))
+    await store.record_delivery(dataclasses.replace(delivery(clock, "bad"), payload=b"{nope"))
     dispatcher = Dispatcher(store, routing.Router(), lambda row: asyncio.sleep(0))
     await dispatcher.drain()
     got = await store.get_delivery("bad")
