@@ -3,7 +3,7 @@
 Gauges that describe the store (tasks by status, deliveries by state, total cost) are read
 from the store at scrape time. Counters are incremented by the parts of the app that see the
 events: the webhook ingress calls :meth:`Metrics.count_delivery` with ``accepted``,
-``duplicate`` or ``rejected``.
+``duplicate``, ``rejected`` or ``unrecorded`` (the store failed: answered 503).
 
 The store has no count query, so counting lists rows: tasks up to :data:`TASK_COUNT_LIMIT`
 and deliveries up to :data:`DELIVERY_COUNT_LIMIT` per state (the ledger rows carry their
@@ -24,7 +24,7 @@ from bot.tasks.model import Status, Task
 
 TASK_COUNT_LIMIT = 100_000
 DELIVERY_COUNT_LIMIT = 1_000
-DELIVERY_RESULTS = ("accepted", "duplicate", "rejected")
+DELIVERY_RESULTS = ("accepted", "duplicate", "rejected", "unrecorded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class Metrics:
             self.event_subscribers.set_function(subscribers)
 
     def count_delivery(self, result: str) -> None:
-        """Count one webhook answer: ``accepted``, ``duplicate`` or ``rejected``."""
+        """Count one webhook answer: one of :data:`DELIVERY_RESULTS`."""
         counter = self._delivery_counters.get(result)
         if counter is None:
             raise ValueError(f"unknown delivery result {result!r}; expected one of {DELIVERY_RESULTS}")

@@ -201,3 +201,21 @@ async def test_metrics_count_webhook_outcomes(client, sign):
     await client.post("/webhook", data=body, headers={"Content-Type": "application/json"})
     text = await (await client.get("/metrics")).text()
     assert 'result="accepted"' in text and 'result="rejected"' in text
+
+
+async def test_a_store_failure_answers_503_saying_how_to_redeliver(aiohttp_client, store, sign, monkeypatch):
+    from bot.store.base import StoreError
+
+    async def broken(delivery):
+        raise StoreError("the ledger's WAL could not be synced to disk: [Errno 5] Input/output error")
+
+    settings = load_settings({"PATCHWRIGHT_WEBHOOK_SECRET": SECRET}, env_file=None)
+    client = await aiohttp_client(create_app(settings, store=store))
+    monkeypatch.setattr(store, "record_delivery", broken)
+    body = b'{"action": "opened"}'
+    resp = await client.post("/webhook", data=body, headers=headers("issues", body, sign))
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert "could not be recorded" in error and "Input/output error" in error and "redeliver" in error
+    assert 'result="unrecorded"} 1.0' in await (await client.get("/metrics")).text()
+    assert (await client.get("/healthz")).status == 200

@@ -29,3 +29,31 @@ def test_parse_delivery_rejects_what_is_not_a_json_object(body):
     with pytest.raises(WebhookRejected) as caught:
         parse_delivery(HEADERS, body)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"action": "labeled", "sender": {"login": "a", "tags": [1, 2,]}}',  # deep inside a skipped field
+        b'{"action": "labeled", "issue": {"title": "caf\xe9"}}',  # not UTF-8
+        b'{"action": "labeled", "issue": {"title": "\\ud800"}}',  # a lone surrogate
+        b'{"action": "labeled"} trailing',
+        b'{"action": "labeled", "n": NaN}',
+    ],
+)
+def test_parse_delivery_rejects_invalid_json_anywhere_in_the_body(body):
+    with pytest.raises(WebhookRejected) as caught:
+        parse_delivery(HEADERS, body)
+    assert caught.value.status == 400 and "not valid JSON" in caught.value.message
+
+
+def test_parse_delivery_takes_unusual_types_leniently_and_non_ascii_text():
+    odd = b'{"action": 5, "repository": {"full_name": ["x"]}, "installation": {"id": "7"}}'
+    assert parse_delivery(HEADERS, odd) == ParsedDelivery("d-1", "issues", "", "", None)
+    assert parse_delivery(HEADERS, b'{"repository": null, "installation": null}') == ParsedDelivery(
+        "d-1", "issues", "", "", None
+    )
+    # valid JSON however large the number (json.loads reads it as infinity)
+    assert parse_delivery(HEADERS, b'{"action": "edited", "n": 1e999}').action == "edited"
+    text = '{"action": "edited", "repository": {"full_name": "acme/wïdgets"}, "comment": {"body": "✓ 👍"}}'
+    assert parse_delivery(HEADERS, text.encode()) == ParsedDelivery("d-1", "issues", "edited", "acme/wïdgets", None)
