@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.store.base import Delivery, DeliveryState
+from bot.store.base import Delivery, DeliveryState, StoreError
 from bot.store.sqlite import (
     CHECKPOINT_CATCH_UP,
     CHECKPOINT_NONE,
@@ -198,4 +198,121 @@ async def test_batch_with_recorded_and_new_ids_answers_each_copy(tmp_path):
         assert sorted(stored) == [f"d-{n:05d}" for n in (4, 5, 6, 7, 8)]
     finally:
         await other.close()
+        await store.close()
+
+
+# -- payload compression --------------------------------------------------------------------
+
+
+def test_payload_codec_compresses_large_payloads_and_leaves_small_ones():
+    from bot.store.payload_codec import MAGIC, PayloadCodecError, decode_payload, encode_payload
+
+    large = b'{"issue": {"body": "%s"}}' % (b"lorem ipsum " * 1000)
+    packed = encode_payload(large)
+    assert packed.startswith(MAGIC) and len(packed) < len(large) // 5
+    assert decode_payload(packed) == large
+    small = b'{"zen": "Keep it logically awesome."}'
+    assert encode_payload(small) == small and decode_payload(small) == small
+    # a payload that happens to start like a stored block is always stored compressed: no mix-up
+    odd = MAGIC + b"not a block"
+    assert encode_payload(odd) != odd and decode_payload(encode_payload(odd)) == odd
+    incompressible = os.urandom(4096)
+    assert encode_payload(incompressible) == incompressible
+    with pytest.raises(PayloadCodecError, match="damaged"):
+        decode_payload(packed[:-10])
+
+
+async def test_ledger_stores_payloads_compressed_and_reads_them_back(tmp_path):
+    path = str(tmp_path / "packed.db")
+    store = await SQLiteStore.open(path)
+    try:
+        await store.migrate()
+        big = delivery(1, size=20000)
+        assert await store.record_delivery(big)
+        # a row written before compression existed (payload as it came) still reads back
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "INSERT INTO deliveries (id, event, action, repo, payload, received_at)"
+                " VALUES ('old-1', 'issues', 'labeled', 'acme/widgets', ?, '2025-06-01T12:00:00.000000Z')",
+                (b'{"old": true}',),
+            )
+        conn.close()
+        assert (await store.get_delivery(big.id)).payload == big.payload
+        assert (await store.get_delivery("old-1")).payload == b'{"old": true}'
+        # a damaged block reads back as stored (the dispatcher then records "not valid JSON")
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "INSERT INTO deliveries (id, event, action, repo, payload, received_at)"
+                " VALUES ('bad-1', 'issues', 'labeled', 'acme/widgets', ?, '2025-06-01T12:00:00.000000Z')",
+                (b"\xfflz4\x10\x00\x00\x00garbage",),
+            )
+        conn.close()
+        assert (await store.get_delivery("bad-1")).payload == b"\xfflz4\x10\x00\x00\x00garbage"
+        listed = {d.id: d.payload for d in await store.list_deliveries(limit=10)}
+        assert listed[big.id] == big.payload and listed["old-1"] == b'{"old": true}' 
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT payload FROM deliveries WHERE id = ?", (big.id,)).fetchone()[0]
+    conn.close()
+    assert len(stored) < len(big.payload) // 10
+
+
+# -- durability off the commit path -----------------------------------------------------------
+
+
+async def test_ledger_commits_at_normal_and_answers_only_after_the_wal_sync(tmp_path):
+    import threading
+
+    from bot.store.sqlite import WalSyncer
+
+    path = str(tmp_path / "synced.db")
+    store = await SQLiteStore.open(path)  # synchronous=FULL by default
+    try:
+        await store.migrate()
+        ledger = store._ledger_db
+        assert ledger.syncer is not None
+        assert await asyncio.to_thread(ledger._thread.submit(lambda: ledger._conn.execute("PRAGMA synchronous").fetchone()[0]).result) == 1  # NORMAL
+        # hold the next sync: the answer must wait for it while the row is already committed
+        release, syncing, synced = threading.Event(), threading.Event(), []
+
+        def held_sync(fd: int) -> None:
+            syncing.set()
+            release.wait(10)
+            os.fdatasync(fd)
+            synced.append(fd)
+
+        ledger.syncer._sync = held_sync
+        answer = asyncio.ensure_future(store.record_delivery(delivery(1)))
+        assert await asyncio.to_thread(syncing.wait, 10)
+        await asyncio.sleep(0.05)
+        assert not answer.done()  # committed, not yet synced: no answer
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 1
+        conn.close()
+        release.set()
+        assert await asyncio.wait_for(answer, 10) is True and synced
+        # a failed sync answers every batch it covered with an error, and the next one works
+        def failing_sync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        ledger.syncer._sync = failing_sync
+        with pytest.raises(StoreError, match="could not be synced"):
+            await store.record_delivery(delivery(2))
+        ledger.syncer._sync = os.fdatasync
+        assert await store.record_delivery(delivery(3)) is True
+        assert ledger.syncer.stats["error"] == 1
+        assert isinstance(ledger.syncer, WalSyncer)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["off", "normal"])
+async def test_weaker_synchronous_levels_keep_their_own_meaning(tmp_path, synchronous):
+    store = await SQLiteStore.open(str(tmp_path / f"{synchronous}.db"), synchronous=synchronous)
+    try:
+        await store.migrate()
+        assert store._ledger_db.syncer is None
+        assert await store.record_delivery(delivery(1)) is True
+    finally:
         await store.close()
