@@ -1080,15 +1080,18 @@ class LedgerConnection:
         cls, path: str, *, busy_timeout: float, synchronous: str, checkpoint: CheckpointPolicy
     ) -> LedgerConnection:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
-        synced = synchronous.lower() in ("full", "extra")
 
-        def connect() -> tuple[sqlite3.Connection, WalCheckpointer]:
+        def connect() -> tuple[sqlite3.Connection, WalCheckpointer, bool]:
             conn = sqlite3.connect(
                 path, timeout=busy_timeout, isolation_level=None, factory=LedgerSQLiteConnection
             )
             checkpoint_conn = None
             try:
-                # at FULL/EXTRA the WalSyncer syncs the WAL after the commit, off its path
+                # At FULL/EXTRA in WAL mode a WalSyncer syncs the WAL after each commit, off
+                # its path. In any other journal mode (WAL can be refused, e.g. where shared
+                # memory is not available) the ledger commits at the store's level itself.
+                journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                synced = synchronous.lower() in ("full", "extra") and journal_mode.lower() == "wal"
                 conn.execute(f"PRAGMA synchronous = {'NORMAL' if synced else synchronous.upper()}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -1104,10 +1107,10 @@ class LedgerConnection:
                 if checkpoint_conn is not None:
                     checkpoint_conn.close()
                 raise
-            return conn, WalCheckpointer(checkpoint_conn, page_size, checkpoint)
+            return conn, WalCheckpointer(checkpoint_conn, page_size, checkpoint), synced
 
         try:
-            conn, checkpointer = await asyncio.get_running_loop().run_in_executor(thread, connect)
+            conn, checkpointer, synced = await asyncio.get_running_loop().run_in_executor(thread, connect)
         except BaseException:
             thread.shutdown(wait=False)
             raise

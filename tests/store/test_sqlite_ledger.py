@@ -316,3 +316,28 @@ async def test_weaker_synchronous_levels_keep_their_own_meaning(tmp_path, synchr
         assert await store.record_delivery(delivery(1)) is True
     finally:
         await store.close()
+
+
+async def test_without_wal_mode_the_ledger_commits_at_the_stores_level(tmp_path):
+    """WAL can be refused (no shared memory, some network file systems): then there is no
+    WAL file to sync and the ledger's own commits must be FULL."""
+    from bot.store import sqlite as sqlite_store
+
+    path = str(tmp_path / "rollback.db")
+    store = await SQLiteStore.open(path)
+    await store.migrate()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    conn.close()
+    ledger = await sqlite_store.LedgerConnection.open(
+        path, busy_timeout=5, synchronous="full", checkpoint=sqlite_store.CheckpointPolicy()
+    )
+    try:
+        assert ledger.syncer is None
+        level = await asyncio.to_thread(
+            ledger._thread.submit(lambda: ledger._conn.execute("PRAGMA synchronous").fetchone()[0]).result
+        )
+        assert level == 2  # FULL
+    finally:
+        await ledger.close()
