@@ -88,6 +88,8 @@ def require_utc(value: Any, what: str) -> datetime:
     """An aware datetime converted to UTC; naive datetimes and other types are refused."""
     if not isinstance(value, datetime):
         raise StoreError(f"{what}: expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is UTC:  # the common case: nothing to convert
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise StoreError(f"{what}: naive datetime {value.isoformat()}; the store needs aware UTC times")
     return value.astimezone(UTC)

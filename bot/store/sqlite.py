@@ -92,8 +92,8 @@ def _delivery_from_row(row: Mapping[str, Any]) -> Delivery:
 
 def encode_time(value: datetime) -> str:
     """Fixed-width UTC text: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-    utc = rows.require_utc(value, "time").replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"
+    # an aware UTC time formats as "...+00:00"
+    return rows.require_utc(value, "time").isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def decode_time(value: str) -> datetime:
