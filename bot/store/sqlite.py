@@ -157,9 +157,12 @@ class SQLiteStore:
         self._write_lock = asyncio.Lock()
         self._wakeups = {PENDING_CHANNEL: rows.Wakeup(), DELIVERIES_CHANNEL: rows.Wakeup()}
         self._seen_counters: dict[str, int] | None = None
+        # new ledger rows are noticed by max(seq); the highest one this store inserted itself
+        self._seen_max_seq = 0
+        self._own_max_seq = 0
         self._own_bumps = {PENDING_CHANNEL: 0, DELIVERIES_CHANNEL: 0}
         self._watcher: asyncio.Task[None] | None = None
-        self._ledger = LedgerBatcher(ledger, self._write_lock, on_notified=self._deliveries_notified)
+        self._ledger = LedgerBatcher(ledger, self._write_lock, on_committed=self._deliveries_recorded)
         self._closing = False
         self._closed = False
 
@@ -594,10 +597,12 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery) -> bool:
         return await self._ledger.submit(rows.delivery_params(delivery, encode_time))
 
-    def _deliveries_notified(self, bumps: int) -> None:
-        """A ledger batch bumped the deliveries counter ``bumps`` times: wake local waiters."""
-        self._own_bumps[DELIVERIES_CHANNEL] += bumps
-        self._wakeups[DELIVERIES_CHANNEL].fire()
+    def _deliveries_recorded(self, outcome: LedgerInsert) -> None:
+        """A ledger batch was committed: wake local waiters if it recorded pending rows (and
+        remember its rows, whose ``seq`` the watcher then does not take for others')."""
+        self._own_max_seq = max(self._own_max_seq, outcome.last_seq)
+        if outcome.bumps:
+            self._wakeups[DELIVERIES_CHANNEL].fire()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self._read("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -767,10 +772,11 @@ class SQLiteStore:
 
     async def _load_counters(self) -> None:
         try:
-            found = await self._reader.execute_fetchall("SELECT channel, counter FROM wakeups")
+            found = await self._reader.execute_fetchall(_WAKEUP_READ)
         except sqlite3.OperationalError:  # not migrated yet
             return
         self._seen_counters = {row[0]: row[1] for row in found}
+        self._seen_max_seq = self._seen_counters.pop(_MAX_SEQ_KEY, 0)
 
     async def _watch(self) -> None:
         """Poll the wake-up counters while something waits; fire on others' bumps."""
@@ -779,10 +785,14 @@ class SQLiteStore:
             if not any(w.waiters for w in self._wakeups.values()):
                 continue
             try:
-                found = await self._reader.execute_fetchall("SELECT channel, counter FROM wakeups")
+                found = await self._reader.execute_fetchall(_WAKEUP_READ)
             except sqlite3.Error:
                 continue  # not migrated yet, or busy: try again next tick
             counters = {row[0]: row[1] for row in found}
+            max_seq = counters.pop(_MAX_SEQ_KEY, 0)
+            if max_seq > max(self._seen_max_seq, self._own_max_seq):  # rows others recorded
+                self._wakeups[DELIVERIES_CHANNEL].fire()
+            self._seen_max_seq = max(self._seen_max_seq, max_seq)
             seen, self._seen_counters = self._seen_counters, counters
             if seen is None:
                 continue
@@ -797,6 +807,13 @@ class SQLiteStore:
 
 
 LedgerItem = tuple[Sequence[Any], "asyncio.Future[bool]"]
+
+_MAX_SEQ_KEY = "(deliveries max seq)"  # not a channel name
+#: The watcher's poll: every wake-up counter, and the ledger's highest ``seq`` (new rows).
+_WAKEUP_READ = (
+    "SELECT channel, counter FROM wakeups"
+    f" UNION ALL SELECT '{_MAX_SEQ_KEY}', coalesce(max(seq), 0) FROM deliveries"
+)
 
 
 class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
@@ -815,14 +832,14 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         ledger: LedgerConnection,
         write_lock: asyncio.Lock,
         *,
-        on_notified: Callable[[int], None],
+        on_committed: Callable[[LedgerInsert], None],
         max_batch: int = 256,
         max_session_s: float = 0.05,
     ) -> None:
         super().__init__(max_batch=max_batch, name="sqlite-ledger")
         self._ledger = ledger
         self._write_lock = write_lock
-        self._on_notified = on_notified
+        self._on_committed = on_committed
         self._max_session_s = max_session_s
 
     async def _drain(self) -> None:
@@ -836,8 +853,7 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         if isinstance(outcome, BaseException):
             rows.resolve_batch(batch, outcome, self._name)
             return
-        if outcome.bumps:
-            self._on_notified(outcome.bumps)
+        self._on_committed(outcome)
         rows.resolve_batch(batch, outcome.recorded, self._name)
 
 
@@ -1083,7 +1099,7 @@ class LedgerConnection:
 
         def connect() -> tuple[sqlite3.Connection, WalCheckpointer, bool]:
             conn = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, factory=LedgerSQLiteConnection
+                path, timeout=busy_timeout, isolation_level=None
             )
             checkpoint_conn = None
             try:
@@ -1199,29 +1215,15 @@ def drain_queue(
             return
 
 
-class LedgerSQLiteConnection(sqlite3.Connection):
-    """The ledger's connection: remembers whether its wake-up trigger exists."""
-
-    wakeup_trigger = False
-
-
-_LEDGER_WAKEUP_TRIGGER = (
-    "CREATE TEMP TRIGGER IF NOT EXISTS ledger_wakeup AFTER INSERT ON main.deliveries"
-    f" WHEN NEW.state = '{DeliveryState.PENDING.value}' BEGIN"
-    f" UPDATE wakeups SET counter = counter + 1 WHERE channel = '{DELIVERIES_CHANNEL}'; END"
-)
-
-
 def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> LedgerInsert:
     """Insert a batch of :func:`rows.delivery_params` as one transaction: one ``INSERT``
     statement committed by itself (autocommit), so the ledger thread runs one statement per
-    batch. A connection-private trigger (created here on first use) bumps the deliveries
-    wake-up counter once per pending row in the same transaction.
+    batch. No wake-up counter is bumped: other stores notice new rows by ``max(seq)``.
 
     Payloads are stored compressed (:mod:`bot.store.payload_codec`).
 
-    Returns per item whether it is the copy that was recorded, how many times the deliveries
-    wake-up counter was bumped and the payload bytes written. The first copy of an id in the batch wins; ids
+    Returns per item whether it is the copy that was recorded, how many pending rows were
+    recorded, the payload bytes written and the highest ``seq`` inserted. The first copy of an id in the batch wins; ids
     already in the ledger are not inserted. When some were (the statement inserted fewer
     rows than it was given), the rows it inserted are the ones with the highest ``seq``
     among the batch's ids: ``seq`` is AUTOINCREMENT, above every row that existed before.
@@ -1232,17 +1234,13 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
     for params in batch:
         firsts.setdefault(params[0], params)
     fresh = list(firsts.values())
-    if not getattr(conn, "wakeup_trigger", False):
-        conn.execute(_LEDGER_WAKEUP_TRIGGER)
-        if isinstance(conn, LedgerSQLiteConnection):
-            conn.wakeup_trigger = True
     payloads = encode_payloads([bytes(params[_DELIVERY_PAYLOAD]) for params in fresh])
     stored = []
     for params, payload in zip(fresh, payloads, strict=True):
         row = list(params)
         row[_DELIVERY_PAYLOAD] = payload
         stored.append(row)
-    inserted = _insert_delivery_rows(conn, stored)
+    inserted, last_seq = _insert_delivery_rows(conn, stored)
     if inserted != len(fresh):
         seqs = conn.execute(
             "SELECT id, seq FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
@@ -1256,6 +1254,7 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
         rows.first_wins([params[0] for params in batch], recorded),
         bumps,
         sum(len(row[_DELIVERY_PAYLOAD]) for row in stored),
+        last_seq if inserted else 0,
     )
 
 
@@ -1264,18 +1263,21 @@ class LedgerInsert(NamedTuple):
 
     #: Per item of the batch: whether it is the copy that was recorded.
     recorded: list[bool]
-    #: How many times the deliveries wake-up counter was bumped.
+    #: How many pending rows were recorded (each may wake a dispatcher).
     bumps: int
     #: Payload bytes written (compressed).
     payload_bytes: int
+    #: The highest ``seq`` the batch inserted (0 when it inserted nothing).
+    last_seq: int = 0
 
 
-def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> int:
-    """Insert the rows whose id is new; returns how many were inserted."""
+def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[int, int]:
+    """Insert the rows whose id is new; returns how many were inserted and the last ``seq``."""
     if not batch:
-        return 0
+        return 0, 0
     sql = _DELIVERY_INSERT + ", ".join(_DELIVERY_ROW for _ in batch) + " ON CONFLICT (id) DO NOTHING"
-    return conn.execute(sql, [value for params in batch for value in params]).rowcount
+    cursor = conn.execute(sql, [value for params in batch for value in params])
+    return cursor.rowcount, cursor.lastrowid or 0
 
 
 async def _set_new_database_page_size(conn: aiosqlite.Connection, page_size: int) -> None:

@@ -162,9 +162,13 @@ async def test_a_reader_holding_a_snapshot_gets_a_truncate_once_it_lets_go(tmp_p
 # -- the batch insert -------------------------------------------------------------------------
 
 
-async def test_batch_insert_bumps_the_wakeup_counter_per_pending_row_only(tmp_path):
+async def test_new_ledger_rows_wake_waiters_here_and_in_other_stores_without_a_counter_update(tmp_path):
+    """The ledger's insert bumps no wake-up counter (no row of its own per delivery): this
+    store wakes its waiters for recorded pending rows, other stores notice max(seq) grow,
+    and a store's watcher does not take its own rows for others'."""
     path = str(tmp_path / "wake.db")
-    store = await SQLiteStore.open(path)
+    store = await SQLiteStore.open(path, poll_interval=0.02)
+    other = await SQLiteStore.open(path, poll_interval=0.02)
     try:
         await store.migrate()
 
@@ -175,12 +179,25 @@ async def test_batch_insert_bumps_the_wakeup_counter_per_pending_row_only(tmp_pa
             return value
 
         before = counter()
+        here = asyncio.ensure_future(store.wait_for_deliveries(5))
+        there = asyncio.ensure_future(other.wait_for_deliveries(5))
+        await asyncio.sleep(0.05)
         batch = [delivery(1), delivery(2), delivery(3, state=DeliveryState.DONE), delivery(1)]
         assert await asyncio.gather(*(store.record_delivery(d) for d in batch)) == [True, True, True, False]
-        assert counter() == before + 2
-        assert await store.record_delivery(delivery(2)) is False  # already recorded: nothing bumped
-        assert counter() == before + 2
+        assert await here is True and await there is True
+        assert counter() == before
+        # only rows recorded elsewhere wake a store through its watcher
+        assert await store.wait_for_deliveries(0.2) is False
+        assert await other.record_delivery(delivery(4)) is True
+        assert await store.wait_for_deliveries(5) is True
+        # a batch of rows that need no processing wakes no local waiter
+        await other.wait_for_deliveries(0)  # (its own row 4 woke it: take that wake-up)
+        assert await other.wait_for_deliveries(0.1) is False
+        assert await store.record_delivery(delivery(5, state=DeliveryState.DONE)) is True
+        assert await other.wait_for_deliveries(0.2) is True  # (it only sees max(seq) grow)
+        assert await store.wait_for_deliveries(0.2) is False
     finally:
+        await other.close()
         await store.close()
 
 
