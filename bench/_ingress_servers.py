@@ -10,9 +10,11 @@
 One process, one event loop, access log off, 127.0.0.1 on a free port. Protocol with the
 parent: the secret arrives as the first stdin line; the process prints ``{"port": N}`` once
 it listens, serves until stdin closes, then shuts down (a patchwright store is closed, which
-writes what it has queued) and prints ``{"statuses": {...}, "cpu_s": …}``: the answers it
+writes what it has queued) and prints ``{"statuses": {...}, "cpu_s": …, …}``: the answers it
 sent by status, counted on ``on_response_prepare`` (also answers whose client had already
-gone away), and the CPU time (user + system, all threads) it used while serving.
+gone away), the CPU time (user + system, all threads) it used while serving, the wall time,
+the main thread's CPU time (Linux) and, for the SQLite ledger, its committed batches, the
+calls they answered and its WAL syncs while serving.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import resource
+import time
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -46,6 +50,17 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process so far, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def main_thread_cpu_seconds() -> float | None:
+    """User + system CPU time of the main thread (the event loop) so far; None where the
+    system does not tell (it is read from /proc)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bare_app() -> web.Application:
@@ -87,7 +102,7 @@ def gidgethub_app(secret: str) -> web.Application:
 
 async def patchwright_app(
     secret: str, database_url: str, schema: str | None
-) -> tuple[web.Application, Callable[[], Awaitable[None]]]:
+) -> tuple[web.Application, Callable[[], Awaitable[None]], Callable[[], dict[str, int]] | None]:
     from bot.app import create_app
     from bot.config import load_settings
     from bot.store.factory import open_store
@@ -98,7 +113,7 @@ async def patchwright_app(
         settings = load_settings(
             {"PATCHWRIGHT_WEBHOOK_SECRET": secret, "PATCHWRIGHT_DATABASE_URL": database_url}, env_file=None
         )
-        return create_app(settings, store=store), store.close
+        return create_app(settings, store=store), store.close, getattr(store, "ledger_stats", None)
     except BaseException:
         await store.close()
         raise
@@ -110,6 +125,7 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     secret = (await stdin.readline()).decode().rstrip("\n")
     close_store: Callable[[], Awaitable[None]] | None = None
+    ledger_stats: Callable[[], dict[str, int]] | None = None
     if kind == "bare":
         app = bare_app()
     elif kind == "gidgethub":
@@ -117,12 +133,14 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     else:
         if not database_url:
             raise SystemExit("patchwright needs --database-url")
-        app, close_store = await patchwright_app(secret, database_url, schema)
+        app, close_store, ledger_stats = await patchwright_app(secret, database_url, schema)
     counter = StatusCounter()
     app.on_response_prepare.append(counter.on_response_prepare)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     profiler = cProfile.Profile() if profile is not None else None
-    cpu = 0.0
+    cpu = wall = 0.0
+    main_cpu = main_end = None
+    ledger: dict[str, int] | None = None
     try:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -131,9 +149,14 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
         print(json.dumps({"port": port}), flush=True)
         if profiler is not None:
             profiler.enable()
-        cpu = cpu_seconds()
+        cpu, main_cpu, wall = cpu_seconds(), main_thread_cpu_seconds(), time.monotonic()
+        ledger_before = ledger_stats() if ledger_stats is not None else None
         await stdin.read()  # until the parent closes our stdin
         cpu = cpu_seconds() - cpu
+        main_end = main_thread_cpu_seconds()
+        wall = time.monotonic() - wall
+        if ledger_stats is not None and ledger_before is not None:
+            ledger = {key: value - ledger_before.get(key, 0) for key, value in ledger_stats().items()}
         if profiler is not None:
             profiler.disable()
     finally:
@@ -142,7 +165,13 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
             await close_store()
     if profiler is not None and profile is not None:
         profiler.dump_stats(str(profile))
-    return {"statuses": {str(status): n for status, n in sorted(counter.counts.items())}, "cpu_s": cpu}
+    return {
+        "statuses": {str(status): n for status, n in sorted(counter.counts.items())},
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "main_thread_cpu_s": None if main_cpu is None or main_end is None else main_end - main_cpu,
+        "ledger": ledger,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -351,9 +351,8 @@ async def start_server(spec: ServerSpec, secret: str, profile: Path | None = Non
     return ServerProcess(proc, int(json.loads(line)["port"]))
 
 
-async def stop_server(server: ServerProcess, timeout: float = 60) -> tuple[dict[int, int], float]:
-    """Close the server's stdin (it shuts down cleanly); returns the answers it sent by status
-    and the CPU seconds it used while serving."""
+async def stop_server(server: ServerProcess, timeout: float = 60) -> ServerReport:
+    """Close the server's stdin (it shuts down cleanly); returns what it reports."""
     proc = server.proc
     assert proc.stdin is not None
     proc.stdin.close()
@@ -365,8 +364,37 @@ async def stop_server(server: ServerProcess, timeout: float = 60) -> tuple[dict[
         raise RuntimeError(f"server did not stop within {timeout} s") from None
     if proc.returncode != 0:
         raise RuntimeError(f"server exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
-    last = json.loads(out.decode().strip().splitlines()[-1])
-    return {int(status): n for status, n in last["statuses"].items()}, float(last["cpu_s"])
+    return ServerReport.from_json(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """What a server process reports when it stops (see ``bench/_ingress_servers.py``)."""
+
+    statuses: dict[int, int]
+    cpu_s: float
+    wall_s: float = 0.0
+    main_thread_cpu_s: float | None = None
+    #: SQLite ledger only: committed batches, the calls they answered, WAL syncs.
+    ledger: dict[str, int] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> ServerReport:
+        main = data.get("main_thread_cpu_s")
+        return cls(
+            statuses={int(status): n for status, n in data["statuses"].items()},
+            cpu_s=float(data["cpu_s"]),
+            wall_s=float(data.get("wall_s") or 0.0),
+            main_thread_cpu_s=None if main is None else float(main),
+            ledger=data.get("ledger"),
+        )
+
+    @property
+    def main_thread_busy(self) -> float | None:
+        """Share of the wall time the event loop's thread was on a CPU."""
+        if self.main_thread_cpu_s is None or self.wall_s <= 0:
+            return None
+        return self.main_thread_cpu_s / self.wall_s
 
 
 async def count_ledger_rows(spec: ServerSpec) -> int:
@@ -428,6 +456,7 @@ class Measurement:
     server_statuses: dict[int, int]
     server_cpu_s: float = 0.0
     ledger_rows: int | None = None
+    report: ServerReport | None = None
 
     @property
     def server_202(self) -> int:
@@ -488,8 +517,8 @@ async def measure(
         server.proc.kill()
         await server.proc.wait()
         raise
-    statuses, cpu = await stop_server(server)
-    measurement = Measurement(spec, result, statuses, cpu)
+    report = await stop_server(server)
+    measurement = Measurement(spec, result, report.statuses, report.cpu_s, report=report)
     if spec.has_ledger:
         measurement.ledger_rows = await count_ledger_rows(spec)
         remove_sqlite_files(spec)  # what the kernel has not written yet is dropped, not written
@@ -606,6 +635,26 @@ def cpu_lines(summaries: Sequence[Summary]) -> list[str]:
     ]
 
 
+def bound_lines(summaries: Sequence[Summary]) -> list[str]:
+    """Per server: how busy its event loop's thread was and, for the SQLite ledger, how many
+    calls each commit answered. A loop thread well under 100 % busy while its answers wait
+    for commits means the ledger's latency, not CPU, bounds the requests/s."""
+    lines = []
+    for s in summaries:
+        reports = [m.report for m in s.rounds if m.report is not None]
+        busy = [r.main_thread_busy for r in reports if r.main_thread_busy is not None]
+        if not busy:
+            continue
+        text = f"({s.server.key}) event loop thread busy {statistics.median(busy):.0%} of the run"
+        ledgers = [r.ledger for r in reports if r.ledger and r.ledger.get("batches")]
+        if ledgers:
+            per_batch = statistics.median(ledger["rows"] / ledger["batches"] for ledger in ledgers)
+            syncs = statistics.median(ledger["wal_syncs"] / ledger["batches"] for ledger in ledgers)
+            text += f"; ledger commits of {per_batch:.1f} deliveries on average, {syncs:.2f} WAL syncs per commit"
+        lines.append(text)
+    return lines
+
+
 def ledger_lines(measurements: Sequence[Measurement]) -> list[str]:
     lines = []
     for m in measurements:
@@ -647,6 +696,7 @@ class Report:
         lines += ratio_lines(self.summaries)
         lines.append(target_line(self.summaries))
         lines += cpu_lines(self.summaries)
+        lines += bound_lines(self.summaries)
         lines += ledger_lines(self.measurements)
         lines += status_lines(self.measurements)
         lines += self.notes

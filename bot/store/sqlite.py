@@ -597,6 +597,15 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery) -> bool:
         return await self._ledger.submit(rows.delivery_params(delivery, encode_time))
 
+    def ledger_stats(self) -> dict[str, int]:
+        """Committed ledger batches, the calls they answered and the WAL syncs made for them."""
+        syncer = self._ledger_db.syncer
+        return {
+            "batches": self._ledger.stats["batches"],
+            "rows": self._ledger.stats["rows"],
+            "wal_syncs": syncer.stats["sync"] if syncer is not None else 0,
+        }
+
     def _deliveries_recorded(self, outcome: LedgerInsert) -> None:
         """A ledger batch was committed: wake local waiters if it recorded pending rows (and
         remember its rows, whose ``seq`` the watcher then does not take for others')."""
@@ -840,6 +849,8 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         self._ledger = ledger
         self._write_lock = write_lock
         self._on_committed = on_committed
+        #: Committed batches and the record_delivery calls they answered (for benchmarks).
+        self.stats: collections.Counter[str] = collections.Counter()
         self._max_session_s = max_session_s
 
     async def _drain(self) -> None:
@@ -853,6 +864,8 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         if isinstance(outcome, BaseException):
             rows.resolve_batch(batch, outcome, self._name)
             return
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(batch)
         self._on_committed(outcome)
         rows.resolve_batch(batch, outcome.recorded, self._name)
 

@@ -43,13 +43,21 @@ def check_report(ingress: ModuleType, report, *, expect_postgres: bool) -> str:
         assert m.load.answered(202) <= m.server_202 <= m.load.answered(202) + m.load.abandoned
         assert m.load.latencies_known and 0 < m.load.p50_ms <= m.load.p99_ms <= m.load.max_ms
         assert m.server_cpu_us > 0
+        assert m.report is not None and m.report.wall_s > 0
+        assert m.report.main_thread_busy is not None and 0 < m.report.main_thread_busy <= 1.05
         if m.server.has_ledger:
             assert m.ledger_rows == m.server_202
         else:
             assert m.ledger_rows is None
+        if m.server.key == "c":  # the SQLite ledger reports its commits
+            ledger = m.report.ledger
+            assert ledger is not None and 0 < ledger["batches"] <= ledger["rows"] <= m.server_202
+            assert 0 < ledger["wal_syncs"] <= ledger["batches"]
     assert report.ok()
     assert "c/a = " in text and "c/b = " in text
     assert "target (SPEC §12) " in text
+    assert "(b) event loop thread busy " in text
+    assert "(c) event loop thread busy " in text and "ledger commits of " in text
     assert text.count("-> OK") == (2 if expect_postgres else 1)
     if expect_postgres:
         assert "d/a = " in text and "d/b = " in text
@@ -196,3 +204,28 @@ def test_ledger_check_needs_one_row_per_202(ingress, load):
     missing = make_measurement(ingress, load, "c", 100, 1.0, rows=99)
     assert not missing.ledger_ok()
     assert "MISMATCH" in ingress.ledger_lines([missing])[0]
+
+
+def test_bound_lines_show_how_busy_the_loop_was_and_how_big_the_commits(ingress):
+    from bench._load import LoadResult
+
+    def measured(key: str, busy: float, ledger: dict | None):
+        spec = ingress.ServerSpec(key, f"server {key}", "patchwright" if ledger else "gidgethub")
+        report = ingress.ServerReport({202: 100}, 1.0, wall_s=4.0, main_thread_cpu_s=4.0 * busy, ledger=ledger)
+        load = LoadResult("wrk", 4.0, True, 1.0, 2.0, 3.0, statuses={202: 100})
+        return ingress.Measurement(spec, load, {202: 100}, 1.0, report=report)
+
+    b = [measured("b", 1.0, None), measured("b", 0.98, None)]
+    c = [
+        measured("c", 0.6, {"batches": 10, "rows": 300, "wal_syncs": 9}),
+        measured("c", 0.62, {"batches": 20, "rows": 500, "wal_syncs": 20}),
+    ]
+    lines = ingress.bound_lines(ingress.summarise([*b, *c]))
+    assert lines == [
+        "(b) event loop thread busy 99% of the run",
+        "(c) event loop thread busy 61% of the run; ledger commits of 27.5 deliveries on average,"
+        " 0.95 WAL syncs per commit",
+    ]
+    load = LoadResult("wrk", 1.0, True, 1.0, 2.0, 3.0, statuses={202: 1})
+    unknown = ingress.Measurement(ingress.ServerSpec("a", "bare", "bare"), load, {202: 1}, 0.1)
+    assert ingress.bound_lines(ingress.summarise([unknown])) == []
