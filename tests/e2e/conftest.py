@@ -229,6 +229,20 @@ class E2E:
             await asyncio.sleep(0.05)
         raise AssertionError(f"task {task_id} did not reach the expected state in {timeout} s: {task}")
 
+    async def logs_once_written(self, task_id: str, text: str, *, timeout: float = 30.0) -> str:
+        """A task's log lines, joined, once they contain ``text``. An attempt's log is written
+        in batches and closed after the attempt's outcome is recorded, so a test that waited
+        for the task's state may still be ahead of its last lines."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            logs = "\n".join(line for _, line in await self.store.read_logs(task_id))
+            if text in logs:
+                return logs
+            if loop.time() > deadline:
+                raise AssertionError(f"the log of {task_id} does not say {text!r} after {timeout} s:\n{logs}")
+            await asyncio.sleep(0.05)
+
     async def wait_until(
         self, predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition"
     ) -> None:
