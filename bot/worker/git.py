@@ -607,8 +607,8 @@ class Workspaces:
             await self._prepare_cache(cache)
             await self.fetch(cache, remote_url, auth)
             await self._discard(cache, path)
-            base_sha = await self.resolve(cache, tracking_ref(base_branch))
-            remote_sha = await self.resolve(cache, tracking_ref(branch))
+            tips = await self.branch_tips(cache, [base_branch, branch])
+            base_sha, remote_sha = tips.get(base_branch), tips.get(branch)
             if fresh:
                 if base_sha is None:
                     raise BranchNotFoundError(
@@ -627,13 +627,13 @@ class Workspaces:
             await self.runner.run(
                 ["worktree", "add", "--quiet", "-B", branch, str(path), start], git_dir=cache
             )
-            admin = await self.runner.run(["rev-parse", "--absolute-git-dir"], cwd=path)
+            admin = await self._admin_dir(path)
         return Checkout(
             workspaces=self,
             repo=repo,
             remote_url=remote_url,
             cache=cache,
-            admin_dir=Path(admin.text.strip()),
+            admin_dir=admin,
             path=path,
             branch=branch,
             base_branch=base_branch,
@@ -684,6 +684,34 @@ class Workspaces:
         )
         return out.text.strip() if out.returncode == 0 else None
 
+    async def branch_tips(self, git_dir: Path, branches: Sequence[str]) -> dict[str, str]:
+        """The commit each of ``branches`` points to on the remote (as last fetched), in one
+        git call; branches the remote does not have are left out."""
+        refs = {tracking_ref(branch): branch for branch in branches}
+        out = await self.runner.run(
+            ["for-each-ref", "--format=%(objecttype) %(objectname) %(refname)", "--end-of-options", *refs],
+            git_dir=git_dir,
+        )
+        tips = {}
+        for line in out.text.splitlines():
+            kind, _, rest = line.partition(" ")
+            sha, _, ref = rest.partition(" ")
+            if kind == "commit" and ref in refs:
+                tips[refs[ref]] = sha
+        return tips
+
+    async def _admin_dir(self, path: Path) -> Path:
+        """A worktree's administrative directory, as its ``.git`` file names it."""
+        try:
+            text = await asyncio.to_thread((path / ".git").read_text)
+        except OSError:
+            text = ""
+        prefix = "gitdir: "
+        if text.startswith(prefix) and Path(text[len(prefix) :].strip()).is_absolute():
+            return Path(text[len(prefix) :].strip())
+        out = await self.runner.run(["rev-parse", "--absolute-git-dir"], cwd=path)
+        return Path(out.text.strip())
+
     async def _prepare_cache(self, cache: Path) -> None:
         if not (cache / "HEAD").is_file():
             await asyncio.to_thread(cache.parent.mkdir, parents=True, exist_ok=True)
@@ -702,7 +730,7 @@ class Workspaces:
                 await self._discard(cache, path)
 
     async def _discard(self, cache: Path, path: Path) -> None:
-        if (cache / "HEAD").is_file():
+        if (cache / "HEAD").is_file() and path.exists():
             await self.runner.run(
                 ["worktree", "remove", "--force", "--force", str(path)], git_dir=cache, check=False
             )

@@ -227,6 +227,21 @@ async def test_first_checkout_commit_push_and_continue(harness) -> None:
     assert await remote.repos.is_ancestor("octo", "demo", sha, second)
 
 
+async def test_branch_tips_and_admin_dir_match_what_git_says(harness) -> None:
+    """The checkout reads both branch tips in one call and the worktree's admin directory
+    from its .git file: the same answers as rev-parse, prefixes of branch names included."""
+    co = await harness.checkout()
+    harness.write(co.path, {"x.txt": "x\n"})
+    sha = await co.commit_all("x")
+    assert (await co.push(expected_remote=None, auth=harness.remote.auth)).ok
+    cache = harness.workspaces.cache_path(harness.repo)
+    await harness.workspaces.fetch(cache, harness.remote.url, harness.remote.auth)
+    prefix = BRANCH.rsplit("-", 1)[0]  # a branch name that is a prefix of ours: not on the remote
+    tips = await harness.workspaces.branch_tips(cache, ["main", BRANCH, prefix, "absent"])
+    assert tips == {"main": await harness.remote.sha("main"), BRANCH: sha}
+    assert co.admin_dir == Path((await harness.git_out(co.path, "rev-parse", "--absolute-git-dir")).strip())
+
+
 async def test_checkout_of_missing_branches_fails_clearly(harness) -> None:
     with pytest.raises(BranchNotFoundError, match="does not exist on the remote"):
         await harness.checkout(fresh=False)
