@@ -372,18 +372,9 @@ class AttemptRunner:
     # -- the steps ------------------------------------------------------------------------
 
     async def _run(self, run: _Run) -> str:
+        task = run.task
         await self._start_attempt(run)
         await run.log.note(f"attempt {run.number} ({run.kind.value}) on worker {self.worker_id}")
-        # The status comment says "running" while the repository is read and checked out. Any
-        # later update of it waits for this one (the reporter edits a task's comment in turn).
-        started = asyncio.create_task(self._report_started(run), name=f"report-started:{run.task.id}")
-        try:
-            return await self._run_started(run)
-        finally:
-            await started
-
-    async def _run_started(self, run: _Run) -> str:
-        task = run.task
         repo_info = await self._github_step(run, "reading the repository", api.get_repo(run.gh, task.repo))
         default_branch = str(repo_info.get("default_branch") or "main")
         run.remote_url = str(repo_info.get("clone_url") or "")
@@ -396,6 +387,7 @@ class AttemptRunner:
             self.on_repo_config(task.repo, run.config)
         run.base = task.base_branch or default_branch
         run.branch = task.branch or task_branch(task.issue_number, task.title)
+        await self._report_started(run)
         if config_error:
             return await self._fail(
                 run,
