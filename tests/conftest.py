@@ -8,12 +8,17 @@ unreachable the postgres cases are skipped, or fail when ``CI=true``.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import socket
+import threading
+import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,3 +174,87 @@ async def make_store(store_target: StoreTarget, clock: ManualClock) -> AsyncIter
 @pytest.fixture
 async def store(make_store: MakeStore) -> Store:
     return await make_store(migrate=True)
+
+
+# -- looking for a leaked token ---------------------------------------------------------------
+
+
+def token_forms(token: str) -> list[bytes]:
+    """An installation token as it could leak: itself, and the Basic credential git sends."""
+    return [token.encode(), base64.b64encode(f"x-access-token:{token}".encode())]
+
+
+def files_containing(root: Path, needles: Iterable[bytes]) -> list[Path]:
+    """Regular files below ``root`` that contain any of ``needles``."""
+    needles = list(needles)
+    found = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if any(needle in data for needle in needles):
+                found.append(path)
+    return found
+
+
+class CmdlineSampler:
+    """Reads every process's ``/proc/<pid>/cmdline`` every few milliseconds, in a thread (so
+    an event loop serving git is never blocked), keeping each distinct one in ``seen``."""
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+        self.samples = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        self.seen.add(f.read())
+                except OSError:
+                    continue
+            self.samples += 1
+            self.stop.wait(0.002)
+
+    def containing(self, needles: Iterable[bytes]) -> list[bytes]:
+        needles = list(needles)
+        return [cmdline for cmdline in self.seen if any(needle in cmdline for needle in needles)]
+
+    def git_commands(self) -> set[str]:
+        """The git subcommands seen (first two arguments), and ``remote-http`` for git's HTTP helper."""
+        commands: set[str] = set()
+        for cmdline in self.seen:
+            args = cmdline.split(b"\0")
+            if args[0].endswith(b"git") and len(args) > 1:
+                commands.update(arg.decode("utf-8", "replace") for arg in args[1:3])
+            elif b"git-remote-http" in args[0]:
+                commands.add("remote-http")
+        return commands
+
+
+@contextlib.asynccontextmanager
+async def sampling_cmdlines() -> AsyncIterator[CmdlineSampler]:
+    """A :class:`CmdlineSampler` running for the block."""
+    sampler = CmdlineSampler()
+    running = asyncio.ensure_future(asyncio.to_thread(sampler.run))
+    try:
+        yield sampler
+    finally:
+        sampler.stop.set()
+        await running
+
+
+@pytest.fixture
+def leaks() -> types.SimpleNamespace:
+    """The helpers above, for test modules (conftest is not importable under importlib mode)."""
+    return types.SimpleNamespace(
+        token_forms=token_forms, files_containing=files_containing, sampling_cmdlines=sampling_cmdlines
+    )

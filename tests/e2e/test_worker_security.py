@@ -4,11 +4,8 @@ before anything is pushed, and under bubblewrap it is confined to its checkout."
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,51 +23,8 @@ FAKE_PAT = "github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"
 FAKE_GHS = "ghs_" + "Zz9" * 12
 
 
-def forms(token: str) -> list[bytes]:
-    """The token and the Basic credential that carries it to git."""
-    return [token.encode(), base64.b64encode(f"x-access-token:{token}".encode())]
-
-
-class CmdlineSampler:
-    """Reads every process's ``/proc/<pid>/cmdline`` in a thread, keeping each distinct one."""
-
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
-        self.samples = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        self.seen.add(f.read())
-                except OSError:
-                    continue
-            self.samples += 1
-            self.stop.wait(0.005)
-
-
-def files_containing(root: Path, needles: list[bytes]) -> list[Path]:
-    found = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            if any(needle in data for needle in needles):
-                found.append(path)
-    return found
-
-
 async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_database(
-    e2e, tmp_path: Path
+    e2e, tmp_path: Path, leaks
 ) -> None:
     script = {
         "first": [
@@ -84,26 +38,21 @@ async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_databa
     }
     repo = await e2e.add_repo("demo", script=script)
     token = await e2e.github.tokens.installation_token(e2e.installation_id)  # the token the worker will use
-    needles = forms(token)
+    needles = leaks.token_forms(token)
     issue = await e2e.open_issue(repo, "Greet with hello")
     task = await e2e.create_task(repo, issue)
-    sampler = CmdlineSampler()
-    sampling = asyncio.ensure_future(asyncio.to_thread(sampler.run))
-    try:
+    async with leaks.sampling_cmdlines() as sampler:
         await e2e.start_pool()
         await e2e.wait_until(lambda: (e2e.agent_out / "running").exists(), what="the agent runs")
-        during = files_containing(e2e.data_dir, needles)  # worktree, agent home and prompt exist now
+        during = leaks.files_containing(e2e.data_dir, needles)  # worktree, agent home and prompt exist now
         (e2e.agent_out / "go").touch()
         done = await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
-    finally:
-        sampler.stop.set()
-        await sampling
 
     assert sampler.samples > 10
     issued = [t.token for t in e2e.emulator.issued_tokens()]
     assert token in issued
-    every_form = [form for t in issued for form in forms(t)]
-    assert not [cmd for cmd in sampler.seen if any(form in cmd for form in every_form)]
+    every_form = [form for t in issued for form in leaks.token_forms(t)]
+    assert sampler.containing(every_form) == []
     assert any(b"fake_agent.py" in cmd for cmd in sampler.seen)  # the sampler saw the agent run
 
     env = json.loads((e2e.agent_out / "env.json").read_text())
@@ -111,7 +60,7 @@ async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_databa
     assert not [key for key in env if key.startswith(("PATCHWRIGHT", "GITHUB", "GH_", "GIT_"))]
     assert Path(env["HOME"]).is_relative_to(e2e.data_dir.resolve()) and env["HOME"] != os.environ.get("HOME")
 
-    assert during == [] and files_containing(e2e.data_dir, every_form) == []
+    assert during == [] and leaks.files_containing(e2e.data_dir, every_form) == []
     configs = [p for p in e2e.data_dir.rglob("config") if p.is_file()]
     assert configs and all(b"extraheader" not in p.read_bytes().lower() for p in configs)
     logs = await e2e.logs_once_written(task.id, "token-like value [REDACTED]")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,63 +18,11 @@ from bot.worker.git import (
 BRANCH = "patchwright/1-fix-it"
 
 
-class CmdlineSampler:
-    """Reads ``/proc/*/cmdline`` of every process every few milliseconds, in a thread (so the
-    event loop serving git is never blocked), remembering any that contain a needle."""
-
-    def __init__(self, needles: list[bytes]) -> None:
-        self.needles = needles
-        self.leaks: list[bytes] = []
-        self.git_commands: set[str] = set()
-        self.samples = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmdline = f.read()
-                except OSError:
-                    continue
-                if any(needle in cmdline for needle in self.needles):
-                    self.leaks.append(cmdline)
-                args = cmdline.split(b"\0")
-                if args and args[0].endswith(b"git") and len(args) > 1:
-                    self.git_commands.update(a.decode("utf-8", "replace") for a in args[1:3])
-                elif args and b"git-remote-http" in args[0]:
-                    self.git_commands.add("remote-http")
-            self.samples += 1
-            self.stop.wait(0.002)
-
-
-def forms(token: str) -> list[bytes]:
-    """The token and the header value that carries it."""
-    basic = base64.b64encode(f"x-access-token:{token}".encode())
-    return [token.encode(), basic]
-
-
-def files_containing(root: Path, needles: list[bytes]) -> list[Path]:
-    found = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            data = path.read_bytes()
-            if any(needle in data for needle in needles):
-                found.append(path)
-    return found
-
-
-async def test_token_never_in_argv_files_or_config(harness, token: str) -> None:
+async def test_token_never_in_argv_files_or_config(harness, token: str, leaks) -> None:
     remote = harness.remote
     auth = remote.auth
-    sampler = CmdlineSampler(forms(token))
-    sampling = asyncio.ensure_future(asyncio.to_thread(sampler.run))
-    try:
+    needles = leaks.token_forms(token)
+    async with leaks.sampling_cmdlines() as sampler:
         co = await harness.checkout()
         harness.write(co.path, {"src/app.py": "def greet():\n    return 'hello'\n"})
         first = await co.commit_all("First")
@@ -101,17 +45,13 @@ async def test_token_never_in_argv_files_or_config(harness, token: str) -> None:
         assert (await co.push(expected_remote=pushed.sha, auth=auth)).ok
         again = await harness.checkout(fresh=False)
         assert await again.head() == await remote.sha(BRANCH)
-    finally:
-        sampler.stop.set()
-        await sampling
 
-    assert sampler.leaks == []
+    assert sampler.containing(needles) == []
     assert sampler.samples > 10
     # The sampler really watched git at work over the network.
-    assert sampler.git_commands & {"fetch", "push", "remote-http"}, sampler.git_commands
+    assert sampler.git_commands() & {"fetch", "push", "remote-http"}, sampler.git_commands()
 
-    needles = forms(token)
-    assert files_containing(harness.data_dir, needles) == []
+    assert leaks.files_containing(harness.data_dir, needles) == []
     configs = [p for p in harness.data_dir.rglob("config") if p.is_file()]
     configs += [p for p in harness.data_dir.rglob(".git") if p.is_file()]
     assert configs
@@ -123,17 +63,17 @@ async def test_token_never_in_argv_files_or_config(harness, token: str) -> None:
     assert "url" not in url_config.lower()
 
 
-async def test_wrong_token_fails_with_a_clear_redacted_error(harness) -> None:
+async def test_wrong_token_fails_with_a_clear_redacted_error(harness, leaks) -> None:
     wrong = "ghs_" + "W" * 36
     with pytest.raises(GitAuthError) as failed:
         await harness.checkout(auth=GitAuth(wrong))
     message = str(failed.value)
     assert "authentication failed" in message
     assert wrong not in message and wrong not in failed.value.output
-    for form in forms(wrong):
+    for form in leaks.token_forms(wrong):
         assert form.decode() not in message and form.decode() not in failed.value.output
     assert not (harness.data_dir / "work" / "task_01").exists()
-    assert files_containing(harness.data_dir, forms(wrong)) == []
+    assert leaks.files_containing(harness.data_dir, leaks.token_forms(wrong)) == []
 
 
 async def test_revoked_token_makes_push_fail_without_showing_it(harness) -> None:
