@@ -25,8 +25,8 @@ import cProfile
 import json
 import os
 import resource
-import time
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
+if __package__ in (None, ""):  # run as a script (python bench/claim.py): make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._postgres import drop_schema, postgres_problem
 from bot.store.base import Store, StoreError
 from bot.store.factory import open_store
 from bot.store.postgres import redact_url
@@ -89,23 +91,6 @@ async def run_one(backend: str, url: str, schema: str | None, tasks: int, worker
         await seeder.close()
 
 
-async def drop_schema(url: str, schema: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
-async def postgres_reachable(url: str) -> str | None:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return str(exc) or type(exc).__name__
-    await conn.close()
-    return None
-
-
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,7 +110,7 @@ async def main(argv: list[str]) -> int:
             results.append(await run_one("sqlite", url, None, args.tasks, workers))
             print(f"  sqlite   {workers:>2} workers done", file=sys.stderr)
 
-    problem = await postgres_reachable(args.postgres_url)
+    problem = await postgres_problem(args.postgres_url)
     if problem is not None:
         print(f"PostgreSQL skipped: {redact_url(args.postgres_url)} unreachable ({problem})")
     else:

@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a script (python bench/ingress.py): make
 import asyncpg
 
 from bench._load import LoadResult, LoadSpec, run_python, run_wrk, wrk_path, wrk_version
+from bench._postgres import drop_schema, postgres_problem
 from bot.store.factory import parse_sqlite_url
 from bot.store.postgres import redact_url
 
@@ -415,16 +416,6 @@ async def count_ledger_rows(spec: ServerSpec) -> int:
         await conn.close()
 
 
-async def postgres_problem(url: str) -> str | None:
-    """None when PostgreSQL answers at ``url``, else why not."""
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return str(exc) or type(exc).__name__
-    await conn.close()
-    return None
-
-
 async def postgres_durability(url: str) -> str:
     """The server settings that decide whether a commit is on disk when it returns."""
     conn = await asyncpg.connect(url, timeout=3)
@@ -434,14 +425,6 @@ async def postgres_durability(url: str) -> str:
     finally:
         await conn.close()
     return ", ".join(f"{name}={value}" for name, value in zip(names, values, strict=True))
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 # -- one measurement ------------------------------------------------------------------------

@@ -31,8 +31,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+if __package__ in (None, ""):  # run as a script (python bench/loop.py): make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._postgres import drop_schema, postgres_problem
 from bot.demo import MAINTAINER, REPO, TRIGGER_LABEL, DemoWorld, Story, WorldOptions
 from bot.sandbox import fake_agent
 from bot.store.postgres import redact_url
@@ -181,23 +183,6 @@ async def count_story_requests(root: Path) -> None:
     )
 
 
-async def postgres_reachable(url: str) -> str | None:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return str(exc) or type(exc).__name__
-    await conn.close()
-    return None
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=50, help="measured tasks per backend (default 50)")
@@ -212,7 +197,7 @@ async def main(argv: list[str]) -> int:
         sqlite = await measure_latency(Path(tmp) / "sqlite", total, database_url=None, schema=None)
         print_latency("SQLite", sqlite, args.warmup)
 
-        problem = "skipped (--no-postgres)" if args.no_postgres else await postgres_reachable(args.postgres_url)
+        problem = "skipped (--no-postgres)" if args.no_postgres else await postgres_problem(args.postgres_url)
         if problem is not None:
             print(f"\nPostgreSQL: {redact_url(args.postgres_url)} not measured: {problem}")
         else:
