@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -172,16 +172,21 @@ def render_page(
     )
 
 
-def render_board_filters(status: Status | None, repo: str | None) -> str:
-    options = ['<option value="">any status</option>'] + [
-        f'<option value="{s.value}"{" selected" if s is status else ""}>{s.value}</option>' for s in BOARD_ORDER
+def render_filters(action: str, field: str, values: Iterable[str], selected: str | None, repo: str | None) -> str:
+    """The GET form above a listing: one ``field`` chosen from ``values``, and a repository."""
+    options = [f'<option value="">any {field}</option>'] + [
+        f'<option value="{e(v)}"{" selected" if v == selected else ""}>{e(v)}</option>' for v in values
     ]
     return (
-        '<form class="filters" method="get" action="/">'
-        f'<select name="status" aria-label="status">{"".join(options)}</select>'
+        f'<form class="filters" method="get" action="{e(action)}">'
+        f'<select name="{field}" aria-label="{field}">{"".join(options)}</select>'
         f'<input name="repo" placeholder="owner/name" value="{e(repo or "")}" aria-label="repository">'
         '<button type="submit">Filter</button></form>'
     )
+
+
+def render_board_filters(status: Status | None, repo: str | None) -> str:
+    return render_filters("/", "status", [s.value for s in BOARD_ORDER], status.value if status else None, repo)
 
 
 def _task_row(task: Task, *, now: datetime, html_base: str) -> str:
@@ -365,15 +370,7 @@ def render_task(
 
 
 def render_deliveries_filters(state: DeliveryState | None, repo: str | None) -> str:
-    options = ['<option value="">any state</option>'] + [
-        f'<option value="{s.value}"{" selected" if s is state else ""}>{s.value}</option>' for s in DeliveryState
-    ]
-    return (
-        '<form class="filters" method="get" action="/deliveries">'
-        f'<select name="state" aria-label="state">{"".join(options)}</select>'
-        f'<input name="repo" placeholder="owner/name" value="{e(repo or "")}" aria-label="repository">'
-        '<button type="submit">Filter</button></form>'
-    )
+    return render_filters("/deliveries", "state", [s.value for s in DeliveryState], state.value if state else None, repo)
 
 
 def render_deliveries(rows: Sequence[Delivery], *, now: datetime) -> str:

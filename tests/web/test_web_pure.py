@@ -21,7 +21,15 @@ from bot.web.api import (
     parse_state,
     parse_status,
 )
-from bot.web.dashboard import ago, link, render_board, render_deliveries, render_message
+from bot.web.dashboard import (
+    ago,
+    link,
+    render_board,
+    render_board_filters,
+    render_deliveries,
+    render_deliveries_filters,
+    render_message,
+)
 from bot.web.events import (
     StreamClosed,
     Subscription,
@@ -214,3 +222,15 @@ def test_task_counts_for_metrics():
     counts, cost = summarize_tasks([task("a", cost_usd=1.25), task("b", status=Status.FAILED, cost_usd=0.5)])
     assert counts[Status.PENDING] == 1 and counts[Status.FAILED] == 1 and counts[Status.MERGED] == 0
     assert len(counts) == len(Status) and cost == 1.75
+
+
+def test_filter_forms_keep_the_choice_and_escape_the_repository():
+    board = render_board_filters(Status.REVIEW, 'a/"b"')
+    assert 'action="/"' in board and 'name="status"' in board
+    assert '<option value="review" selected>review</option>' in board
+    assert '<option value="">any status</option>' in board and board.count(" selected") == 1
+    assert 'value="a/&quot;b&quot;"' in board
+    deliveries = render_deliveries_filters(None, None)
+    assert 'action="/deliveries"' in deliveries and 'name="state"' in deliveries
+    assert " selected" not in deliveries
+    assert [f'<option value="{s.value}">' in deliveries for s in DeliveryState] == [True] * len(DeliveryState)
