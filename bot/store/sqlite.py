@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -38,7 +39,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -157,9 +157,8 @@ class SQLiteStore:
         self._write_lock = asyncio.Lock()
         self._wakeups = {PENDING_CHANNEL: rows.Wakeup(), DELIVERIES_CHANNEL: rows.Wakeup()}
         self._seen_counters: dict[str, int] | None = None
-        # new ledger rows are noticed by max(seq); the highest one this store inserted itself
+        # new ledger rows (this store's and others') are noticed by max(seq)
         self._seen_max_seq = 0
-        self._own_max_seq = 0
         self._own_bumps = {PENDING_CHANNEL: 0, DELIVERIES_CHANNEL: 0}
         self._watcher: asyncio.Task[None] | None = None
         self._ledger = LedgerBatcher(ledger, self._write_lock, on_committed=self._deliveries_recorded)
@@ -607,9 +606,8 @@ class SQLiteStore:
         }
 
     def _deliveries_recorded(self, outcome: LedgerInsert) -> None:
-        """A ledger batch was committed: wake local waiters if it recorded pending rows (and
-        remember its rows, whose ``seq`` the watcher then does not take for others')."""
-        self._own_max_seq = max(self._own_max_seq, outcome.last_seq)
+        """A ledger batch was committed: wake local waiters now if it recorded pending rows
+        (the watcher would only notice at its next poll)."""
         if outcome.bumps:
             self._wakeups[DELIVERIES_CHANNEL].fire()
 
@@ -799,7 +797,10 @@ class SQLiteStore:
                 continue  # not migrated yet, or busy: try again next tick
             counters = {row[0]: row[1] for row in found}
             max_seq = counters.pop(_MAX_SEQ_KEY, 0)
-            if max_seq > max(self._seen_max_seq, self._own_max_seq):  # rows others recorded
+            # New rows, others' or this store's: the watcher cannot tell which of them are
+            # whose (a row of another store may sit below one of ours), and a waiter woken
+            # for rows it already saw only claims once more.
+            if max_seq > self._seen_max_seq:
                 self._wakeups[DELIVERIES_CHANNEL].fire()
             self._seen_max_seq = max(self._seen_max_seq, max_seq)
             seen, self._seen_counters = self._seen_counters, counters
@@ -1111,9 +1112,7 @@ class LedgerConnection:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
 
         def connect() -> tuple[sqlite3.Connection, WalCheckpointer, bool]:
-            conn = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None
-            )
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
             checkpoint_conn = None
             try:
                 # At FULL/EXTRA in WAL mode a WalSyncer syncs the WAL after each commit, off
@@ -1236,7 +1235,7 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
     Payloads are stored compressed (:mod:`bot.store.payload_codec`).
 
     Returns per item whether it is the copy that was recorded, how many pending rows were
-    recorded, the payload bytes written and the highest ``seq`` inserted. The first copy of an id in the batch wins; ids
+    recorded and the payload bytes written. The first copy of an id in the batch wins; ids
     already in the ledger are not inserted. When some were (the statement inserted fewer
     rows than it was given), the rows it inserted are the ones with the highest ``seq``
     among the batch's ids: ``seq`` is AUTOINCREMENT, above every row that existed before.
@@ -1253,7 +1252,7 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
         row = list(params)
         row[_DELIVERY_PAYLOAD] = payload
         stored.append(row)
-    inserted, last_seq = _insert_delivery_rows(conn, stored)
+    inserted = _insert_delivery_rows(conn, stored)
     if inserted != len(fresh):
         seqs = conn.execute(
             "SELECT id, seq FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
@@ -1267,7 +1266,6 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
         rows.first_wins([params[0] for params in batch], recorded),
         bumps,
         sum(len(row[_DELIVERY_PAYLOAD]) for row in stored),
-        last_seq if inserted else 0,
     )
 
 
@@ -1280,17 +1278,14 @@ class LedgerInsert(NamedTuple):
     bumps: int
     #: Payload bytes written (compressed).
     payload_bytes: int
-    #: The highest ``seq`` the batch inserted (0 when it inserted nothing).
-    last_seq: int = 0
 
 
-def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> tuple[int, int]:
-    """Insert the rows whose id is new; returns how many were inserted and the last ``seq``."""
+def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> int:
+    """Insert the rows whose id is new; returns how many were inserted."""
     if not batch:
-        return 0, 0
+        return 0
     sql = _DELIVERY_INSERT + ", ".join(_DELIVERY_ROW for _ in batch) + " ON CONFLICT (id) DO NOTHING"
-    cursor = conn.execute(sql, [value for params in batch for value in params])
-    return cursor.rowcount, cursor.lastrowid or 0
+    return conn.execute(sql, [value for params in batch for value in params]).rowcount
 
 
 async def _set_new_database_page_size(conn: aiosqlite.Connection, page_size: int) -> None:

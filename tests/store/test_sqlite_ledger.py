@@ -163,11 +163,11 @@ async def test_a_reader_holding_a_snapshot_gets_a_truncate_once_it_lets_go(tmp_p
 
 
 async def test_new_ledger_rows_wake_waiters_here_and_in_other_stores_without_a_counter_update(tmp_path):
-    """The ledger's insert bumps no wake-up counter (no row of its own per delivery): this
-    store wakes its waiters for recorded pending rows, other stores notice max(seq) grow,
-    and a store's watcher does not take its own rows for others'."""
+    """The ledger's insert bumps no wake-up counter (no row of its own per delivery): the
+    recording store wakes its own waiters at once for pending rows (its watcher is slowed
+    down here so it cannot be what wakes them), and other stores notice max(seq) grow."""
     path = str(tmp_path / "wake.db")
-    store = await SQLiteStore.open(path, poll_interval=0.02)
+    store = await SQLiteStore.open(path, poll_interval=60)
     other = await SQLiteStore.open(path, poll_interval=0.02)
     try:
         await store.migrate()
@@ -186,16 +186,12 @@ async def test_new_ledger_rows_wake_waiters_here_and_in_other_stores_without_a_c
         assert await asyncio.gather(*(store.record_delivery(d) for d in batch)) == [True, True, True, False]
         assert await here is True and await there is True
         assert counter() == before
-        # only rows recorded elsewhere wake a store through its watcher
-        assert await store.wait_for_deliveries(0.2) is False
-        assert await other.record_delivery(delivery(4)) is True
-        assert await store.wait_for_deliveries(5) is True
-        # a batch of rows that need no processing wakes no local waiter
-        await other.wait_for_deliveries(0)  # (its own row 4 woke it: take that wake-up)
-        assert await other.wait_for_deliveries(0.1) is False
+        # once it has seen the newest row, nothing wakes the other store again
+        assert await other.wait_for_deliveries(0.2) is False
+        # rows that need no processing wake no local waiter; others still see new rows
         assert await store.record_delivery(delivery(5, state=DeliveryState.DONE)) is True
-        assert await other.wait_for_deliveries(0.2) is True  # (it only sees max(seq) grow)
         assert await store.wait_for_deliveries(0.2) is False
+        assert await other.wait_for_deliveries(5) is True
     finally:
         await other.close()
         await store.close()
@@ -358,3 +354,21 @@ async def test_without_wal_mode_the_ledger_commits_at_the_stores_level(tmp_path)
         assert level == 2  # FULL
     finally:
         await ledger.close()
+
+
+async def test_a_row_recorded_elsewhere_wakes_a_waiter_even_when_this_store_recorded_a_later_one(tmp_path):
+    """Another store's pending row, then one of this store's own (a later seq, a row with
+    nothing to do) before the watcher looks: the waiter must still wake for the first."""
+    path = str(tmp_path / "interleaved.db")
+    store = await SQLiteStore.open(path, poll_interval=0.2)
+    other = await SQLiteStore.open(path)
+    try:
+        await store.migrate()
+        waiting = asyncio.ensure_future(store.wait_for_deliveries(5))
+        await asyncio.sleep(0.25)  # the watcher has seen the empty ledger
+        assert await other.record_delivery(delivery(1)) is True
+        assert await store.record_delivery(delivery(2, state=DeliveryState.DONE)) is True
+        assert await waiting is True
+    finally:
+        await other.close()
+        await store.close()
