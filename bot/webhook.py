@@ -100,21 +100,25 @@ def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
         if not body.isascii():
             body.decode("utf-8")
         envelope = _ENVELOPE.decode(body)
+        action = envelope.action
+        repo = envelope.repository.full_name if envelope.repository is not None else ""
+        installation_id = envelope.installation.id if envelope.installation is not None else None
     except msgspec.ValidationError:  # (a DecodeError too: first)
-        return _parse_leniently(headers, body)
+        action, repo, installation_id = _read_leniently(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, f"Body is not valid JSON: {exc}") from None
     return ParsedDelivery(
         delivery_id=headers.get("X-GitHub-Delivery", "").strip(),
         event=headers.get("X-GitHub-Event", "").strip(),
-        action=envelope.action,
-        repo=envelope.repository.full_name if envelope.repository is not None else "",
-        installation_id=envelope.installation.id if envelope.installation is not None else None,
+        action=action,
+        repo=repo,
+        installation_id=installation_id,
     )
 
 
-def _parse_leniently(headers: Any, body: bytes) -> ParsedDelivery:
-    """The slow path for valid JSON whose fields have unexpected types."""
+def _read_leniently(body: bytes) -> tuple[str, str, int | None]:
+    """The slow path for valid JSON whose fields have unexpected types: (action, repository,
+    installation id), each missing where it is not of the type GitHub sends."""
     payload = msgspec.json.decode(body)
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "Body must be a JSON object.")
@@ -123,12 +127,10 @@ def _parse_leniently(headers: Any, body: bytes) -> ParsedDelivery:
     installation = payload.get("installation")
     full_name = repo.get("full_name") if isinstance(repo, dict) else None
     inst_id = installation.get("id") if isinstance(installation, dict) else None
-    return ParsedDelivery(
-        delivery_id=headers.get("X-GitHub-Delivery", "").strip(),
-        event=headers.get("X-GitHub-Event", "").strip(),
-        action=action if isinstance(action, str) else "",
-        repo=full_name if isinstance(full_name, str) else "",
-        installation_id=inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
+    return (
+        action if isinstance(action, str) else "",
+        full_name if isinstance(full_name, str) else "",
+        inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
     )
 
 

@@ -17,8 +17,6 @@ large values itself (TOAST), so only the SQLite store uses this.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import lz4.block
 
 MAGIC = b"\xfflz4"
@@ -31,17 +29,13 @@ class PayloadCodecError(ValueError):
 
 
 def encode_payload(payload: bytes) -> bytes:
-    """The value to store for ``payload``."""
-    if payload[:4] == MAGIC:
-        return MAGIC + lz4.block.compress(payload)
-    if len(payload) < MIN_COMPRESS_BYTES:
+    """The value to store for ``payload``: compressed when that saves bytes, and always when
+    the payload itself starts with the magic."""
+    looks_stored = payload[:4] == MAGIC
+    if len(payload) < MIN_COMPRESS_BYTES and not looks_stored:
         return payload
     packed = MAGIC + lz4.block.compress(payload)
-    return packed if len(packed) < len(payload) else payload
-
-
-def encode_payloads(payloads: Sequence[bytes]) -> list[bytes]:
-    return [encode_payload(payload) for payload in payloads]
+    return packed if looks_stored or len(packed) < len(payload) else payload
 
 
 def decode_payload(stored: bytes) -> bytes:

@@ -55,7 +55,7 @@ from bot.store.base import (
     TaskEvent,
 )
 from bot.store.migrations import load_migrations
-from bot.store.payload_codec import PayloadCodecError, decode_payload, encode_payloads
+from bot.store.payload_codec import PayloadCodecError, decode_payload, encode_payload
 from bot.tasks.model import TASK_FIELDS, Status, Task, utcnow
 
 log = logging.getLogger(__name__)
@@ -1246,11 +1246,10 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
     for params in batch:
         firsts.setdefault(params[0], params)
     fresh = list(firsts.values())
-    payloads = encode_payloads([bytes(params[_DELIVERY_PAYLOAD]) for params in fresh])
     stored = []
-    for params, payload in zip(fresh, payloads, strict=True):
+    for params in fresh:
         row = list(params)
-        row[_DELIVERY_PAYLOAD] = payload
+        row[_DELIVERY_PAYLOAD] = encode_payload(bytes(row[_DELIVERY_PAYLOAD]))
         stored.append(row)
     inserted = _insert_delivery_rows(conn, stored)
     if inserted != len(fresh):

@@ -31,7 +31,13 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from .branches import check_branch_name, check_task_id, split_repo, task_branch, wip_branch
+from .branches import (
+    check_branch_name,
+    check_task_id,
+    split_repo,
+    task_branch,
+    wip_branch,
+)
 from .guard import ChangedFile, redact
 
 __all__ = [
@@ -706,9 +712,9 @@ class Workspaces:
             text = await asyncio.to_thread((path / ".git").read_text)
         except OSError:
             text = ""
-        prefix = "gitdir: "
-        if text.startswith(prefix) and Path(text[len(prefix) :].strip()).is_absolute():
-            return Path(text[len(prefix) :].strip())
+        named = Path(text.removeprefix("gitdir: ").strip())
+        if text.startswith("gitdir: ") and named.is_absolute():
+            return named
         out = await self.runner.run(["rev-parse", "--absolute-git-dir"], cwd=path)
         return Path(out.text.strip())
 
