@@ -139,7 +139,7 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     profiler = cProfile.Profile() if profile is not None else None
     cpu = wall = 0.0
-    main_cpu = main_end = None
+    main_cpu: float | None = None
     ledger: dict[str, int] | None = None
     try:
         await runner.setup()
@@ -150,13 +150,14 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
         if profiler is not None:
             profiler.enable()
         cpu, main_cpu, wall = cpu_seconds(), main_thread_cpu_seconds(), time.monotonic()
-        ledger_before = ledger_stats() if ledger_stats is not None else None
+        ledger_before = ledger_stats() if ledger_stats is not None else {}
         await stdin.read()  # until the parent closes our stdin
         cpu = cpu_seconds() - cpu
-        main_end = main_thread_cpu_seconds()
+        if main_cpu is not None:
+            main_cpu = (main_thread_cpu_seconds() or 0.0) - main_cpu
         wall = time.monotonic() - wall
-        if ledger_stats is not None and ledger_before is not None:
-            ledger = {key: value - ledger_before.get(key, 0) for key, value in ledger_stats().items()}
+        if ledger_stats is not None:
+            ledger = {key: value - ledger_before[key] for key, value in ledger_stats().items()}
         if profiler is not None:
             profiler.disable()
     finally:
@@ -169,7 +170,7 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
         "statuses": {str(status): n for status, n in sorted(counter.counts.items())},
         "cpu_s": cpu,
         "wall_s": wall,
-        "main_thread_cpu_s": None if main_cpu is None or main_end is None else main_end - main_cpu,
+        "main_thread_cpu_s": main_cpu,
         "ledger": ledger,
     }
 
