@@ -12,9 +12,10 @@ parent: the secret arrives as the first stdin line; the process prints ``{"port"
 it listens, serves until stdin closes, then shuts down (a patchwright store is closed, which
 writes what it has queued) and prints ``{"statuses": {...}, "cpu_s": …, …}``: the answers it
 sent by status, counted on ``on_response_prepare`` (also answers whose client had already
-gone away), the CPU time (user + system, all threads) it used while serving, the wall time,
-the main thread's CPU time (Linux) and, for the SQLite ledger, its committed batches, the
-calls they answered and its WAL syncs while serving.
+gone away), the CPU time (user + system, all threads, and the SQLite ledger's writer
+process) it used while serving, the wall time, the main thread's CPU time (Linux), the
+writer's own and, for the SQLite ledger, its committed batches, the calls they answered and
+its WAL syncs while serving.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from bot.store.base import Store
 
 KINDS = ("bare", "gidgethub", "patchwright")
 
@@ -50,6 +55,18 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process so far, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of another process so far (0 where the system does not tell)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main_thread_cpu_seconds() -> float | None:
@@ -102,18 +119,19 @@ def gidgethub_app(secret: str) -> web.Application:
 
 async def patchwright_app(
     secret: str, database_url: str, schema: str | None
-) -> tuple[web.Application, Callable[[], Awaitable[None]], Callable[[], dict[str, int]] | None]:
+) -> tuple[web.Application, Store, Callable[[], dict[str, int]] | None]:
     from bot.app import create_app
     from bot.config import load_settings
-    from bot.store.factory import open_store
+    from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
-    store = await open_store(database_url, schema=schema)
+    # the SQLite ledger's writer as `patchwright serve` runs it (a process of its own)
+    store = await open_store(database_url, schema=schema, ledger_writer=SERVE_LEDGER_WRITER)
     try:
         await store.migrate()
         settings = load_settings(
             {"PATCHWRIGHT_WEBHOOK_SECRET": secret, "PATCHWRIGHT_DATABASE_URL": database_url}, env_file=None
         )
-        return create_app(settings, store=store), store.close, getattr(store, "ledger_stats", None)
+        return create_app(settings, store=store), store, getattr(store, "ledger_stats", None)
     except BaseException:
         await store.close()
         raise
@@ -124,7 +142,7 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     secret = (await stdin.readline()).decode().rstrip("\n")
-    close_store: Callable[[], Awaitable[None]] | None = None
+    store: Store | None = None
     ledger_stats: Callable[[], dict[str, int]] | None = None
     if kind == "bare":
         app = bare_app()
@@ -133,7 +151,8 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     else:
         if not database_url:
             raise SystemExit("patchwright needs --database-url")
-        app, close_store, ledger_stats = await patchwright_app(secret, database_url, schema)
+        app, store, ledger_stats = await patchwright_app(secret, database_url, schema)
+    writer_pid = getattr(store, "ledger_writer_pid", None)
     counter = StatusCounter()
     app.on_response_prepare.append(counter.on_response_prepare)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -150,9 +169,11 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
         if profiler is not None:
             profiler.enable()
         cpu, main_cpu, wall = cpu_seconds(), main_thread_cpu_seconds(), time.monotonic()
+        writer_cpu = process_cpu_seconds(writer_pid)
         ledger_before = ledger_stats() if ledger_stats is not None else {}
         await stdin.read()  # until the parent closes our stdin
-        cpu = cpu_seconds() - cpu
+        writer_cpu = process_cpu_seconds(writer_pid) - writer_cpu
+        cpu = cpu_seconds() - cpu + writer_cpu
         if main_cpu is not None:
             main_cpu = (main_thread_cpu_seconds() or 0.0) - main_cpu
         wall = time.monotonic() - wall
@@ -162,8 +183,8 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
             profiler.disable()
     finally:
         await runner.cleanup()
-        if close_store is not None:
-            await close_store()
+        if store is not None:
+            await store.close()
     if profiler is not None and profile is not None:
         profiler.dump_stats(str(profile))
     return {
@@ -171,6 +192,7 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
         "cpu_s": cpu,
         "wall_s": wall,
         "main_thread_cpu_s": main_cpu,
+        "writer_cpu_s": writer_cpu if writer_pid is not None else None,
         "ledger": ledger,
     }
 

@@ -9,9 +9,9 @@ over keep-alive connections — goes in turn to:
   (a) a bare aiohttp server answering 202 to ``POST /webhook``;
   (b) a minimal gidgethub server: ``Event.from_http`` (verify + parse), ``router.dispatch``
       to a no-op handler, 202;
-  (c) patchwright's ``create_app`` (ingress + health, no runtime) with the SQLite ledger
-      (each delivery is committed and the WAL fsynced before its 202: the ledger commits at
-      ``synchronous=NORMAL`` and a thread of its own syncs the WAL after each commit);
+  (c) patchwright's ``create_app`` (ingress + health, no runtime) with the SQLite ledger as
+      ``patchwright serve`` runs it: a writer process of its own commits each batch at
+      ``synchronous=NORMAL`` and fsyncs the WAL before the batch's 202s are sent;
   (d) the same with PostgreSQL, when reachable.
 
 Each server is a process of its own with one event loop; the load generator (wrk when
@@ -378,16 +378,20 @@ class ServerReport:
     main_thread_cpu_s: float | None = None
     #: SQLite ledger only: committed batches, the calls they answered, WAL syncs.
     ledger: dict[str, int] | None = None
+    #: The SQLite ledger's writer process's CPU time (also counted in ``cpu_s``).
+    writer_cpu_s: float | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> ServerReport:
         main = data.get("main_thread_cpu_s")
+        writer = data.get("writer_cpu_s")
         return cls(
             statuses={int(status): n for status, n in data["statuses"].items()},
             cpu_s=float(data["cpu_s"]),
             wall_s=float(data.get("wall_s") or 0.0),
             main_thread_cpu_s=None if main is None else float(main),
             ledger=data.get("ledger"),
+            writer_cpu_s=None if writer is None else float(writer),
         )
 
     @property
@@ -634,6 +638,9 @@ def bound_lines(summaries: Sequence[Summary]) -> list[str]:
             per_batch = statistics.median(ledger["rows"] / ledger["batches"] for ledger in ledgers)
             syncs = statistics.median(ledger["wal_syncs"] / ledger["batches"] for ledger in ledgers)
             text += f"; ledger commits of {per_batch:.1f} deliveries on average, {syncs:.2f} WAL syncs per commit"
+        writer = [r.writer_cpu_s / r.ledger["rows"] * 1e6 for r in reports if r.writer_cpu_s and r.ledger and r.ledger.get("rows")]
+        if writer:
+            text += f"; the ledger's writer process used {statistics.median(writer):.0f} us of CPU per delivery"
         lines.append(text)
     return lines
 
@@ -726,7 +733,7 @@ async def run(options: Options) -> Report:
         generator += "; wrk runs whole seconds, so fractions are rounded up"
     notes: list[str] = []
     problem = None
-    durability = "SQLite WAL, fdatasync of the WAL after each commit, before the answers"
+    durability = "SQLite WAL written by a writer process, fdatasync of the WAL after each commit, before the answers"
     if options.postgres_url is None:
         notes.append("(d) PostgreSQL skipped: --no-postgres")
     else:

@@ -290,9 +290,9 @@ async def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     settings.require_webhook_secret()
 
     from bot.app import create_app, start_runtime
-    from bot.store.factory import open_store
+    from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
-    store = await open_store(settings.database_url)
+    store = await open_store(settings.database_url, ledger_writer=SERVE_LEDGER_WRITER)
     runner: web.AppRunner | None = None
     try:
         await store.migrate()

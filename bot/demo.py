@@ -64,7 +64,7 @@ from bot.store.base import (
     StoreError,
     TaskEvent,
 )
-from bot.store.factory import open_store
+from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 from bot.store.postgres import redact_url
 from bot.tasks.model import RetryKind, Status, Task
 from bot.worker.pool import WorkerPool
@@ -352,7 +352,7 @@ class DemoWorld:
             },
             env_file=None,
         )
-        self.store = await open_store(database_url, schema=options.schema)
+        self.store = await open_store(database_url, schema=options.schema, ledger_writer=SERVE_LEDGER_WRITER)
         await self.store.migrate()
 
         app_server = create_app(self.settings, store=self.store, runtime=self._start_runtime)

@@ -136,12 +136,15 @@ def clock() -> ManualClock:
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
+        pytest.param("sqlite-writer-process", id="sqlite-writer-process"),
         pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     ]
 )
 def store_target(request: pytest.FixtureRequest, tmp_path) -> StoreTarget:
     if request.param == "sqlite":
         return StoreTarget("sqlite", f"sqlite:///{tmp_path / 'store.db'}", None)
+    if request.param == "sqlite-writer-process":  # the ledger as `patchwright serve` runs it
+        return StoreTarget("sqlite", f"sqlite:///{tmp_path / 'store.db'}?ledger_writer=process", None)
     url = request.getfixturevalue("postgres_url")
     return StoreTarget("postgres", url, f"test_{uuid.uuid4().hex[:16]}")
 

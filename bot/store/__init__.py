@@ -9,7 +9,14 @@ from bot.store.base import (
     StoreError,
     TaskEvent,
 )
-from bot.store.factory import open_store
+
+
+def __getattr__(name: str):  # open_store on first use: the ledger writer process needs none of it
+    if name == "open_store":
+        from bot.store.factory import open_store
+
+        return open_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Attempt",

@@ -3,7 +3,9 @@
 - ``sqlite:///./relative.db``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``;
   options as query parameters: ``synchronous`` (off|normal|full|extra, default full),
   ``busy_timeout`` (seconds, default 30), ``poll_interval`` (seconds between wake-up polls
-  while waiting, default 0.05). In-memory databases are refused: the store uses several
+  while waiting, default 0.05), ``ledger_writer`` (thread|process: who commits webhook
+  deliveries; ``patchwright serve`` defaults to :data:`SERVE_LEDGER_WRITER`, everything
+  else to a thread). In-memory databases are refused: the store uses several
   connections and they would each see a different database.
 - ``postgresql://…`` or ``postgres://…`` (anything asyncpg accepts); ``schema`` keeps every
   table in that schema (created by ``migrate()``).
@@ -25,8 +27,12 @@ from bot.store.sqlite import SQLiteStore
 from bot.tasks.model import utcnow
 
 _SQLITE_OPTIONS: Mapping[str, Callable[[str], Any]] = MappingProxyType(
-    {"synchronous": str.lower, "busy_timeout": float, "poll_interval": float}
+    {"synchronous": str.lower, "busy_timeout": float, "poll_interval": float, "ledger_writer": str.lower}
 )
+#: Who commits webhook deliveries to a SQLite ledger in ``patchwright serve`` (and the demo):
+#: a writer process of its own (:mod:`bot.store.ledger_writer`), so the web process's event
+#: loop goes on parsing requests while a batch commits.
+SERVE_LEDGER_WRITER = "process"
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -56,13 +62,24 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
     return path, options
 
 
-async def open_store(url: str, *, clock: Callable[[], datetime] = utcnow, schema: str | None = None) -> Store:
-    """Open the SQLite or PostgreSQL store ``url`` names (not migrated)."""
+async def open_store(
+    url: str,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    schema: str | None = None,
+    ledger_writer: str | None = None,
+) -> Store:
+    """Open the SQLite or PostgreSQL store ``url`` names (not migrated).
+
+    ``ledger_writer`` is the SQLite ledger's default writer (``"thread"`` or ``"process"``);
+    the URL's own ``ledger_writer`` option wins. PostgreSQL ignores it."""
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         if schema is not None:
             raise StoreError("schema is a PostgreSQL option; SQLite keeps one store per file")
         path, options = parse_sqlite_url(url)
+        if ledger_writer is not None:
+            options.setdefault("ledger_writer", ledger_writer)
         return await SQLiteStore.open(path, clock=clock, **options)
     if scheme in ("postgresql", "postgres"):
         return await PostgresStore.open(url, clock=clock, schema=schema)

@@ -15,10 +15,13 @@
 - ``record_delivery`` calls are group-committed (:class:`LedgerBatcher`): every queued
   delivery goes into one transaction, committed before any of them returns. The ledger has a
   connection and a thread of its own; while deliveries keep coming, the thread commits batch
-  after batch by itself (each batch: one multi-row ``INSERT`` committed by itself, a
-  connection-private trigger bumping the wake-up counter) and posts each batch's answers to
-  the event loop, so the loop never stands between two commits. A task holds the Store's
-  write lock meanwhile, so in-process writers never meet SQLite's busy wait.
+  after batch by itself (each batch: one multi-row ``INSERT`` committed by itself) and posts
+  each batch's answers to the event loop, so the loop never stands between two commits. A
+  task holds the Store's write lock meanwhile, so in-process writers never meet SQLite's busy
+  wait. With ``ledger_writer="process"`` (``patchwright serve``) the same connection, commits
+  and checkpointer live in a writer process instead (:mod:`bot.store.ledger_writer`), which
+  needs none of this process's GIL; its commits and this process's writes meet at SQLite's
+  own lock (``busy_timeout``).
 - WAL checkpoints run off the ledger's commit path, on a checkpointer thread and connection
   of their own (:class:`CheckpointPolicy`), which also keeps the WAL bounded. New database
   files get :data:`NEW_DATABASE_PAGE_SIZE` pages.
@@ -31,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -54,6 +58,7 @@ from bot.store.base import (
     StoreError,
     TaskEvent,
 )
+from bot.store.ledger_writer import LedgerWriterProcess
 from bot.store.migrations import load_migrations
 from bot.store.payload_codec import PayloadCodecError, decode_payload, encode_payload
 from bot.tasks.model import TASK_FIELDS, Status, Task, utcnow
@@ -63,6 +68,7 @@ log = logging.getLogger(__name__)
 PENDING_CHANNEL = "pending"
 DELIVERIES_CHANNEL = "deliveries"
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
+LEDGER_WRITERS = ("thread", "process")
 #: Page size of a database the store creates (an existing file keeps its own): a webhook
 #: payload of tens of KB then takes a few pages, so fewer WAL frames and writes per delivery.
 NEW_DATABASE_PAGE_SIZE = 16384
@@ -143,7 +149,7 @@ class SQLiteStore:
         path: str,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
-        ledger: LedgerConnection,
+        ledger: LedgerConnection | None,
         *,
         clock: Callable[[], datetime],
         poll_interval: float,
@@ -161,7 +167,12 @@ class SQLiteStore:
         self._seen_max_seq = 0
         self._own_bumps = {PENDING_CHANNEL: 0, DELIVERIES_CHANNEL: 0}
         self._watcher: asyncio.Task[None] | None = None
-        self._ledger = LedgerBatcher(ledger, self._write_lock, on_committed=self._deliveries_recorded)
+        #: The ledger thread's batcher, or the writer process (``ledger_writer="process"``).
+        self._ledger: LedgerBatcher | LedgerWriterProcess | None = (
+            LedgerBatcher(ledger, self._write_lock, on_committed=self._deliveries_recorded)
+            if ledger is not None
+            else None
+        )
         self._closing = False
         self._closed = False
 
@@ -178,11 +189,15 @@ class SQLiteStore:
         poll_interval: float = 0.05,
         page_size: int = NEW_DATABASE_PAGE_SIZE,
         checkpoint: CheckpointPolicy | None = None,
+        ledger_writer: str = "thread",
     ) -> SQLiteStore:
         """Open (creating the file if needed) without migrating; call :meth:`migrate`.
 
         ``page_size`` applies to a new (empty) file only; ``checkpoint`` is the ledger's WAL
-        checkpoint policy (:class:`CheckpointPolicy` defaults)."""
+        checkpoint policy (:class:`CheckpointPolicy` defaults). ``ledger_writer`` says who
+        commits webhook deliveries: ``"thread"`` (a thread of this process) or ``"process"``
+        (a writer process of its own, :mod:`bot.store.ledger_writer`: what ``patchwright
+        serve`` uses, so the web process's event loop never waits for the GIL)."""
         if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise StoreError(
                 "an in-memory SQLite database cannot be shared by the store's connections; "
@@ -190,6 +205,8 @@ class SQLiteStore:
             )
         if synchronous not in SYNCHRONOUS_MODES:
             raise StoreError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        if ledger_writer not in LEDGER_WRITERS:
+            raise StoreError(f"ledger_writer must be one of {LEDGER_WRITERS}, not {ledger_writer!r}")
         writer = reader = ledger = None
         try:
             # fail here, not inside aiosqlite (whose failed connect leaves a thread behind)
@@ -206,26 +223,42 @@ class SQLiteStore:
             await writer.execute(f"PRAGMA wal_autocheckpoint = {max(1, policy.hard_limit_bytes // db_page_size)}")
             reader = await _connect(path, busy_timeout)
             await reader.execute("PRAGMA query_only = ON")
-            ledger = await LedgerConnection.open(
-                path,
-                busy_timeout=busy_timeout,
-                synchronous=synchronous,
-                checkpoint=policy,
-            )
+            if ledger_writer == "thread":
+                ledger = await LedgerConnection.open(
+                    path,
+                    busy_timeout=busy_timeout,
+                    synchronous=synchronous,
+                    checkpoint=policy,
+                )
         except (sqlite3.Error, OSError) as exc:
             for conn in (reader, writer):
                 if conn is not None:
                     await conn.close()
             raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
         store = cls(path, writer, reader, ledger, clock=clock, poll_interval=poll_interval)
-        await store._load_counters()
+        try:
+            if ledger is None:
+                process = LedgerWriterProcess(
+                    path,
+                    synchronous=synchronous,
+                    busy_timeout=busy_timeout,
+                    checkpoint=policy,
+                    on_committed=store._deliveries_recorded,
+                )
+                store._ledger = process
+                await process.start()
+            await store._load_counters()
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
-        await self._ledger.close()  # write what is queued before refusing work
+        if self._ledger is not None:
+            await self._ledger.close()  # write what is queued before refusing work
         self._closed = True
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
@@ -233,7 +266,8 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         async with self._write_lock:
-            await self._ledger_db.close()
+            if self._ledger_db is not None:
+                await self._ledger_db.close()
             await self._reader.close()
             await self._writer.close()
 
@@ -594,21 +628,23 @@ class SQLiteStore:
     # -- deliveries ledger -----------------------------------------------------------
 
     async def record_delivery(self, delivery: Delivery) -> bool:
+        if self._ledger is None:
+            raise StoreError("the store is closed")
         return await self._ledger.submit(rows.delivery_params(delivery, encode_time))
 
     def ledger_stats(self) -> dict[str, int]:
         """Committed ledger batches, the calls they answered and the WAL syncs made for them."""
-        syncer = self._ledger_db.syncer
-        return {
-            "batches": self._ledger.stats["batches"],
-            "rows": self._ledger.stats["rows"],
-            "wal_syncs": syncer.stats["sync"] if syncer is not None else 0,
-        }
+        return self._ledger.ledger_stats() if self._ledger is not None else {}
 
-    def _deliveries_recorded(self, outcome: LedgerInsert) -> None:
+    @property
+    def ledger_writer_pid(self) -> int | None:
+        """The ledger's writer process, when it has one running."""
+        return self._ledger.pid if isinstance(self._ledger, LedgerWriterProcess) else None
+
+    def _deliveries_recorded(self, bumps: int) -> None:
         """A ledger batch was committed: wake local waiters now if it recorded pending rows
         (the watcher would only notice at its next poll)."""
-        if outcome.bumps:
+        if bumps:
             self._wakeups[DELIVERIES_CHANNEL].fire()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
@@ -842,7 +878,7 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         ledger: LedgerConnection,
         write_lock: asyncio.Lock,
         *,
-        on_committed: Callable[[LedgerInsert], None],
+        on_committed: Callable[[int], None],
         max_batch: int = 256,
         max_session_s: float = 0.05,
     ) -> None:
@@ -853,6 +889,14 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         #: Committed batches and the record_delivery calls they answered (for benchmarks).
         self.stats: collections.Counter[str] = collections.Counter()
         self._max_session_s = max_session_s
+
+    def ledger_stats(self) -> dict[str, int]:
+        syncer = self._ledger.syncer
+        return {
+            "batches": self.stats["batches"],
+            "rows": self.stats["rows"],
+            "wal_syncs": syncer.stats["sync"] if syncer is not None else 0,
+        }
 
     async def _drain(self) -> None:
         async with self._write_lock:
@@ -867,7 +911,7 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
             return
         self.stats["batches"] += 1
         self.stats["rows"] += len(batch)
-        self._on_committed(outcome)
+        self._on_committed(outcome.bumps)
         rows.resolve_batch(batch, outcome.recorded, self._name)
 
 
@@ -1017,9 +1061,7 @@ class WalSyncer:
     """
 
     def __init__(self, wal_path: str, *, sync: Callable[[int], None] | None = None) -> None:
-        self._wal_path = wal_path
-        self._sync = sync or getattr(os, "fdatasync", os.fsync)
-        self._fd: int | None = None
+        self._wal = WalFile(wal_path, sync=sync)
         self._pending: collections.deque[tuple[asyncio.AbstractEventLoop, LedgerResolve, Any, Any]] = (
             collections.deque()
         )
@@ -1050,9 +1092,7 @@ class WalSyncer:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._wal.close()
 
     def _run(self) -> None:
         while True:
@@ -1063,24 +1103,42 @@ class WalSyncer:
                     return
                 handed = list(self._pending)
                 self._pending.clear()
-            error = self._sync_wal()
+            error = self._wal.sync()
+            if error is None:
+                self.stats["sync"] += 1
+            else:
+                self.stats["error"] += 1
             for loop, resolve, batch, outcome in handed:
                 if error is not None and not isinstance(outcome, BaseException):
                     outcome = StoreError(f"the ledger's WAL could not be synced to disk: {error}")
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     loop.call_soon_threadsafe(resolve, batch, outcome)
 
-    def _sync_wal(self) -> OSError | None:
+
+
+class WalFile:
+    """The ledger's WAL file, synced with ``fdatasync`` (opened at the first sync)."""
+
+    def __init__(self, path: str, *, sync: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._sync = sync or getattr(os, "fdatasync", os.fsync)
+        self._fd: int | None = None
+
+    def sync(self) -> OSError | None:
+        """Sync the file; the error (also logged) when that failed."""
         try:
             if self._fd is None:
-                self._fd = os.open(self._wal_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+                self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
             self._sync(self._fd)
         except OSError as exc:
-            self.stats["error"] += 1
-            log.error("sqlite-ledger-sync: fsync of %s failed: %s", self._wal_path, exc)
+            log.error("sqlite-ledger: fsync of %s failed: %s", self.path, exc)
             return exc
-        self.stats["sync"] += 1
         return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class LedgerConnection:
@@ -1111,32 +1169,9 @@ class LedgerConnection:
     ) -> LedgerConnection:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ledger")
 
-        def connect() -> tuple[sqlite3.Connection, WalCheckpointer, bool]:
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-            checkpoint_conn = None
-            try:
-                # At FULL/EXTRA in WAL mode a WalSyncer syncs the WAL after each commit, off
-                # its path. In any other journal mode (WAL can be refused, e.g. where shared
-                # memory is not available) the ledger commits at the store's level itself.
-                journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                synced = synchronous.lower() in ("full", "extra") and journal_mode.lower() == "wal"
-                conn.execute(f"PRAGMA synchronous = {'NORMAL' if synced else synchronous.upper()}")
-                conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-                # the checkpoint syncs the database file before the WAL may be reused
-                checkpoint_conn = sqlite3.connect(
-                    path, timeout=checkpoint.truncate_wait_s, isolation_level=None, check_same_thread=False
-                )
-                checkpoint_conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-                checkpoint_conn.execute("PRAGMA wal_autocheckpoint = 0")
-            except BaseException:
-                conn.close()
-                if checkpoint_conn is not None:
-                    checkpoint_conn.close()
-                raise
-            return conn, WalCheckpointer(checkpoint_conn, page_size, checkpoint), synced
-
+        connect = functools.partial(
+            connect_ledger, path, busy_timeout=busy_timeout, synchronous=synchronous, checkpoint=checkpoint
+        )
         try:
             conn, checkpointer, synced = await asyncio.get_running_loop().run_in_executor(thread, connect)
         except BaseException:
@@ -1189,6 +1224,40 @@ class LedgerConnection:
                 await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
             finally:
                 self._thread.shutdown(wait=False)
+
+
+def connect_ledger(
+    path: str, *, busy_timeout: float, synchronous: str, checkpoint: CheckpointPolicy
+) -> tuple[sqlite3.Connection, WalCheckpointer, bool]:
+    """The ledger's connection, its checkpointer (not started) and whether the WAL must be
+    synced after each commit (a :class:`WalSyncer`'s job in the ledger thread, the writer
+    process's own in :mod:`bot.store.ledger_writer`).
+
+    At FULL/EXTRA in WAL mode the connection commits at NORMAL and the WAL is synced after
+    each commit, before any answer. In any other journal mode (WAL can be refused, e.g. where
+    shared memory is not available) the ledger commits at the store's level itself.
+    """
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    checkpoint_conn = None
+    try:
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        synced = synchronous.lower() in ("full", "extra") and journal_mode.lower() == "wal"
+        conn.execute(f"PRAGMA synchronous = {'NORMAL' if synced else synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        # the checkpoint syncs the database file before the WAL may be reused
+        checkpoint_conn = sqlite3.connect(
+            path, timeout=checkpoint.truncate_wait_s, isolation_level=None, check_same_thread=False
+        )
+        checkpoint_conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        checkpoint_conn.execute("PRAGMA wal_autocheckpoint = 0")
+    except BaseException:
+        conn.close()
+        if checkpoint_conn is not None:
+            checkpoint_conn.close()
+        raise
+    return conn, WalCheckpointer(checkpoint_conn, page_size, checkpoint), synced
 
 
 def drain_queue(

@@ -295,7 +295,7 @@ async def test_ledger_commits_at_normal_and_answers_only_after_the_wal_sync(tmp_
             os.fdatasync(fd)
             synced.append(fd)
 
-        ledger.syncer._sync = held_sync
+        ledger.syncer._wal._sync = held_sync
         answer = asyncio.ensure_future(store.record_delivery(delivery(1)))
         assert await asyncio.to_thread(syncing.wait, 10)
         await asyncio.sleep(0.05)
@@ -309,10 +309,10 @@ async def test_ledger_commits_at_normal_and_answers_only_after_the_wal_sync(tmp_
         def failing_sync(fd: int) -> None:
             raise OSError(5, "Input/output error")
 
-        ledger.syncer._sync = failing_sync
+        ledger.syncer._wal._sync = failing_sync
         with pytest.raises(StoreError, match="could not be synced"):
             await store.record_delivery(delivery(2))
-        ledger.syncer._sync = os.fdatasync
+        ledger.syncer._wal._sync = os.fdatasync
         assert await store.record_delivery(delivery(3)) is True
         assert ledger.syncer.stats["error"] == 1
         assert isinstance(ledger.syncer, WalSyncer)
