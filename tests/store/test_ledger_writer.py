@@ -225,3 +225,19 @@ async def test_the_url_option_chooses_the_writer_and_wins_over_the_callers_defau
             assert kind == expected, target
         finally:
             await store.close()
+
+
+async def test_a_batch_the_writer_cannot_commit_fails_its_senders_and_the_writer_goes_on(writer_store):
+    from bot.store import rows
+    from bot.store.sqlite import encode_time
+
+    ledger = writer_store._ledger
+    assert isinstance(ledger, LedgerWriterProcess)
+    bad = rows.delivery_params(delivery("bad"), encode_time)
+    bad[rows.DELIVERY_COLUMNS.index("state")] = "exploded"  # refused by the table's CHECK
+
+    with pytest.raises(StoreError, match="CHECK constraint failed"):
+        await ledger.submit(bad)
+    assert await writer_store.record_delivery(delivery("good")) is True
+    assert ledger_ids(writer_store.path) == ["good"]
+    assert writer_store.ledger_stats()["starts"] == 1
