@@ -6,6 +6,9 @@
   handler, answers 202: the usual minimal gidgethub bot.
 - ``patchwright``: ``bot.app.create_app(settings, store=…)`` without a runtime (ingress and
   health only) on the store ``--database-url`` names, migrated first.
+- ``patchwright-no-ledger``: the same app on a store whose ``record_delivery`` builds the
+  ledger row and records nothing (:class:`NoLedgerStore`): a control, what the web stack and
+  the ingress's own checks cost on this machine without any durable write.
 
 One process, one event loop, access log off, 127.0.0.1 on a free port. Protocol with the
 parent: the secret arrives as the first stdin line; the process prints ``{"port": N}`` once
@@ -38,7 +41,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from bot.store.base import Store
 
-KINDS = ("bare", "gidgethub", "patchwright")
+KINDS = ("bare", "gidgethub", "patchwright", "patchwright-no-ledger")
 
 
 class StatusCounter:
@@ -117,8 +120,26 @@ def gidgethub_app(secret: str) -> web.Application:
     return app
 
 
+class NoLedgerStore:
+    """The control's store: ``record_delivery`` builds the ledger's row as the store would and
+    answers "recorded" without writing it; everything else is the real store's."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def record_delivery(self, delivery) -> bool:
+        from bot.store import rows
+        from bot.store.sqlite import encode_time
+
+        rows.delivery_params(delivery, encode_time)
+        return True
+
+
 async def patchwright_app(
-    secret: str, database_url: str, schema: str | None
+    secret: str, database_url: str, schema: str | None, *, ledger: bool = True
 ) -> tuple[web.Application, Store, Callable[[], dict[str, int]] | None]:
     from bot.app import create_app
     from bot.config import load_settings
@@ -131,6 +152,8 @@ async def patchwright_app(
         settings = load_settings(
             {"PATCHWRIGHT_WEBHOOK_SECRET": secret, "PATCHWRIGHT_DATABASE_URL": database_url}, env_file=None
         )
+        if not ledger:
+            return create_app(settings, store=NoLedgerStore(store)), store, None  # type: ignore[arg-type]
         return create_app(settings, store=store), store, getattr(store, "ledger_stats", None)
     except BaseException:
         await store.close()
@@ -151,8 +174,10 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     else:
         if not database_url:
             raise SystemExit("patchwright needs --database-url")
-        app, store, ledger_stats = await patchwright_app(secret, database_url, schema)
-    writer_pid = getattr(store, "ledger_writer_pid", None)
+        app, store, ledger_stats = await patchwright_app(
+            secret, database_url, schema, ledger=kind == "patchwright"
+        )
+    writer_pid = getattr(store, "ledger_writer_pid", None) if ledger_stats is not None else None
     counter = StatusCounter()
     app.on_response_prepare.append(counter.on_response_prepare)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

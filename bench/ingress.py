@@ -12,7 +12,10 @@ over keep-alive connections — goes in turn to:
   (c) patchwright's ``create_app`` (ingress + health, no runtime) with the SQLite ledger as
       ``patchwright serve`` runs it: a writer process of its own commits each batch at
       ``synchronous=NORMAL`` and fsyncs the WAL before the batch's 202s are sent;
-  (d) the same with PostgreSQL, when reachable.
+  (d) the same with PostgreSQL, when reachable;
+  (e) a control: (c)'s app with ``record_delivery`` building the row and writing nothing, so
+      what the web stack and the ingress's checks allow on this machine without a durable
+      write (not part of the target: it shows what bounds (c)'s latency).
 
 Each server is a process of its own with one event loop; the load generator (wrk when
 installed, else a multi-process aiohttp client) runs in other processes. Prints requests/s,
@@ -642,6 +645,16 @@ def bound_lines(summaries: Sequence[Summary]) -> list[str]:
         if writer:
             text += f"; the ledger's writer process used {statistics.median(writer):.0f} us of CPU per delivery"
         lines.append(text)
+    by_key = {s.server.key: s for s in summaries}
+    if "c" in by_key and "e" in by_key and by_key["e"].rate > 0:
+        c, e = by_key["c"], by_key["e"]
+        text = (
+            f"control (e), (c)'s app with no ledger write: {e.rate:.0f} req/s, p99 {e.p99_ms:.2f} ms;"
+            f" (c) reaches {c.rate / e.rate:.2f}x its requests/s"
+        )
+        if e.p99_ms >= TARGET_P99_MS:
+            text += f": on this machine the web stack alone misses the {TARGET_P99_MS:.0f} ms p99, whatever the ledger does"
+        lines.append(text)
     return lines
 
 
@@ -777,6 +790,14 @@ async def run(options: Options) -> Report:
                     database_url=f"sqlite:///{workdir / f'ledger-{round_number}.db'}",
                 ),
             ]
+            specs.append(
+                ServerSpec(
+                    "e",
+                    "control: (c) with no ledger write",
+                    "patchwright-no-ledger",
+                    database_url=f"sqlite:///{workdir / f'control-{round_number}.db'}",
+                )
+            )
             if options.postgres_url is not None and problem is None:
                 specs.append(
                     ServerSpec(

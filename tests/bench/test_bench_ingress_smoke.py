@@ -33,7 +33,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def check_report(ingress: ModuleType, report, *, expect_postgres: bool) -> str:
     text = report.text()
     keys = [m.server.key for m in report.measurements]
-    assert keys == (["a", "b", "c", "d"] if expect_postgres else ["a", "b", "c"])
+    assert keys == (["a", "b", "c", "e", "d"] if expect_postgres else ["a", "b", "c", "e"])
     for m in report.measurements:
         # every answer, seen by the generator and counted by the server, was a 202
         assert set(m.load.statuses) == {202} and m.load.statuses[202] > 0, (m.server.key, m.load.statuses)
@@ -53,11 +53,18 @@ def check_report(ingress: ModuleType, report, *, expect_postgres: bool) -> str:
             ledger = m.report.ledger
             assert ledger is not None and 0 < ledger["batches"] <= ledger["rows"] <= m.server_202
             assert 0 < ledger["wal_syncs"] <= ledger["batches"]
+            # committed by the writer process, as `patchwright serve` does (started before the
+            # run, none restarted during it); its CPU is counted
+            assert ledger["starts"] == 0 and m.report.writer_cpu_s is not None and m.report.writer_cpu_s > 0
+        if m.server.key == "e":  # the control writes nothing
+            assert m.report.ledger is None and m.report.writer_cpu_s is None
     assert report.ok()
     assert "c/a = " in text and "c/b = " in text
     assert "target (SPEC §12) " in text
     assert "(b) event loop thread busy " in text
     assert "(c) event loop thread busy " in text and "ledger commits of " in text
+    assert "the ledger's writer process used " in text
+    assert "control (e), (c)'s app with no ledger write: " in text
     assert text.count("-> OK") == (2 if expect_postgres else 1)
     if expect_postgres:
         assert "d/a = " in text and "d/b = " in text
@@ -209,10 +216,12 @@ def test_ledger_check_needs_one_row_per_202(ingress, load):
 def test_bound_lines_show_how_busy_the_loop_was_and_how_big_the_commits(ingress):
     from bench._load import LoadResult
 
-    def measured(key: str, busy: float, ledger: dict | None):
+    def measured(key: str, busy: float, ledger: dict | None, *, writer_cpu_s: float | None = None, p99: float = 2.0):
         spec = ingress.ServerSpec(key, f"server {key}", "patchwright" if ledger else "gidgethub")
-        report = ingress.ServerReport({202: 100}, 1.0, wall_s=4.0, main_thread_cpu_s=4.0 * busy, ledger=ledger)
-        load = LoadResult("wrk", 4.0, True, 1.0, 2.0, 3.0, statuses={202: 100})
+        report = ingress.ServerReport(
+            {202: 100}, 1.0, wall_s=4.0, main_thread_cpu_s=4.0 * busy, ledger=ledger, writer_cpu_s=writer_cpu_s
+        )
+        load = LoadResult("wrk", 4.0, True, 1.0, p99, 3.0, statuses={202: 100})
         return ingress.Measurement(spec, load, {202: 100}, 1.0, report=report)
 
     b = [measured("b", 1.0, None), measured("b", 0.98, None)]
@@ -229,3 +238,24 @@ def test_bound_lines_show_how_busy_the_loop_was_and_how_big_the_commits(ingress)
     load = LoadResult("wrk", 1.0, True, 1.0, 2.0, 3.0, statuses={202: 1})
     unknown = ingress.Measurement(ingress.ServerSpec("a", "bare", "bare"), load, {202: 1}, 0.1)
     assert ingress.bound_lines(ingress.summarise([unknown])) == []
+
+
+def test_bound_lines_give_the_writer_process_cpu_and_compare_with_the_control(ingress):
+    from bench._load import LoadResult
+
+    def measured(key: str, rate: int, p99: float, **report_fields):
+        spec = ingress.ServerSpec(key, f"server {key}", "patchwright")
+        report = ingress.ServerReport({202: rate}, 1.0, wall_s=1.0, main_thread_cpu_s=0.9, **report_fields)
+        load = LoadResult("wrk", 1.0, True, p99 / 2, p99, p99, statuses={202: rate})
+        return ingress.Measurement(spec, load, {202: rate}, 1.0, report=report)
+
+    c = measured("c", 3000, 16.0, ledger={"batches": 300, "rows": 3000, "wal_syncs": 300}, writer_cpu_s=0.3)
+    slow_control = measured("e", 4000, 12.0)
+    lines = ingress.bound_lines(ingress.summarise([c, slow_control]))
+    assert lines[0].endswith("; the ledger's writer process used 100 us of CPU per delivery")
+    assert lines[-1] == (
+        "control (e), (c)'s app with no ledger write: 4000 req/s, p99 12.00 ms; (c) reaches 0.75x its"
+        " requests/s: on this machine the web stack alone misses the 10 ms p99, whatever the ledger does"
+    )
+    quick_control = measured("e", 4000, 6.0)
+    assert ingress.bound_lines(ingress.summarise([c, quick_control]))[-1].endswith("(c) reaches 0.75x its requests/s")
