@@ -34,6 +34,7 @@ import collections
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import struct
@@ -210,6 +211,17 @@ class _WriterProtocol(asyncio.Protocol):
         self._owner._on_lost()
 
 
+#: What the writer's interpreter may need from the server's environment (nothing else, so no
+#: secret reaches it).
+_INHERITED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR")
+
+
+def _writer_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    env["PYTHONPATH"] = _PACKAGE_ROOT
+    return env
+
+
 class LedgerWriterProcess:
     """The web process's side of the writer: queues rows, starts (and restarts) the process.
 
@@ -325,7 +337,7 @@ class LedgerWriterProcess:
                     pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
-                    env={"PYTHONPATH": _PACKAGE_ROOT},
+                    env=_writer_environment(),
                 )  # fmt: skip
             finally:
                 theirs.close()

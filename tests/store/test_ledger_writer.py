@@ -241,3 +241,12 @@ async def test_a_batch_the_writer_cannot_commit_fails_its_senders_and_the_writer
     assert await writer_store.record_delivery(delivery("good")) is True
     assert ledger_ids(writer_store.path) == ["good"]
     assert writer_store.ledger_stats()["starts"] == 1
+
+
+async def test_the_writer_gets_no_secret_from_the_servers_environment(writer_store):
+    ledger = writer_store._ledger
+    assert isinstance(ledger, LedgerWriterProcess)
+    with open(f"/proc/{ledger.pid}/environ", "rb") as environ:
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ.read().split(b"\0") if entry}
+    assert "PYTHONPATH" in names
+    assert names <= {"PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH"}
