@@ -101,7 +101,7 @@ class FrameReader:
 # -- the writer process ---------------------------------------------------------------------
 
 
-def serve(sock: socket.socket, path: str, *, synchronous: str, busy_timeout: float, checkpoint: Any) -> None:
+def run_writer(sock: socket.socket, path: str, *, synchronous: str, busy_timeout: float, checkpoint: Any) -> None:
     """The writer: commit every batch the socket brings until it is closed."""
     from bot.store.sqlite import WalFile, connect_ledger, estimate_wal_bytes, insert_deliveries
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from bot.store.sqlite import CheckpointPolicy
 
     with socket.socket(fileno=args.fd) as sock:
-        serve(
+        run_writer(
             sock,
             args.path,
             synchronous=args.synchronous,
@@ -241,9 +241,8 @@ class LedgerWriterProcess:
         start_timeout: float = 30.0,
         close_timeout: float = 30.0,
     ) -> None:
-        self._path = path
         self._args = [
-            "--path", path,
+            "--path", os.path.abspath(path),  # the same file should the server change directory
             "--synchronous", synchronous,
             "--busy-timeout", repr(float(busy_timeout)),
             "--checkpoint", json.dumps(dataclasses.asdict(checkpoint)),
