@@ -303,12 +303,13 @@ class LedgerWriterProcess:
         if self._closing:
             return
         self._closing = True
-        self._flush()
-        if self._pending:
-            await asyncio.wait(list(self._pending.values()), timeout=self._close_timeout)
-        if self._transport is not None:
-            self._transport.close()
-        await self._reap()
+        async with self._start_lock:  # a (re)start under way ends first: no writer outlives this
+            self._flush()
+            if self._pending:
+                await asyncio.wait(list(self._pending.values()), timeout=self._close_timeout)
+            if self._transport is not None:
+                self._transport.close()
+            await self._reap()
 
     # -- internals --------------------------------------------------------------------
 

@@ -250,3 +250,39 @@ async def test_the_writer_gets_no_secret_from_the_servers_environment(writer_sto
         names = {entry.split(b"=", 1)[0].decode() for entry in environ.read().split(b"\0") if entry}
     assert "PYTHONPATH" in names
     assert names <= {"PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH"}
+
+
+def writers_of(path: str) -> list[int]:
+    """Live (not zombie) ledger writer processes for the database at ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"bot.store.ledger_writer" in b" ".join(argv) and path.encode() in argv and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def test_closing_while_a_new_writer_starts_leaves_no_writer_behind(tmp_path):
+    path = str(tmp_path / "ledger.db")
+    store = await SQLiteStore.open(path, ledger_writer="process")
+    await store.migrate()
+    first = store._ledger.pid
+    os.kill(first, signal.SIGKILL)
+    assert await gone(first)
+    await asyncio.sleep(0.05)  # the server notices the closed socket
+
+    restarting = asyncio.ensure_future(store.record_delivery(delivery("during-restart")))
+    await asyncio.sleep(0)  # the new writer is starting
+    await store.close()
+
+    assert await restarting is True  # sent before the close, so committed and answered
+    assert ledger_ids(path) == ["during-restart"]
+    assert writers_of(path) == []
