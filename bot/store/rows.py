@@ -543,11 +543,13 @@ def resolve_batch(
 class GroupCommit(Generic[ItemT, ResultT]):
     """Writes concurrent submissions in shared transactions.
 
-    One writer task per instance drains the queue: everything queued while the previous
-    batch was being committed goes into the next batch (at most ``max_batch`` items), and
-    each caller awaits its own result. ``write_batch`` gets the items in arrival order and
-    returns one result per item; if it raises, every caller of that batch gets a
-    :class:`StoreError`. Subclasses may drain the queue their own way (:meth:`_drain`).
+    ``writers`` writer tasks per instance drain the queue: a free writer takes everything
+    queued (at most ``max_batch`` items) as its batch, so with one writer each batch is what
+    queued while the previous one was being committed, and with several, batches are written
+    concurrently (``write_batch`` must allow that). Each caller awaits its own result.
+    ``write_batch`` gets the items in arrival order and returns one result per item; if it
+    raises, every caller of that batch gets a :class:`StoreError`. Subclasses may drain the
+    queue their own way (:meth:`_drain`).
     """
 
     def __init__(
@@ -556,13 +558,17 @@ class GroupCommit(Generic[ItemT, ResultT]):
         *,
         max_batch: int = 256,
         name: str = "group-commit",
+        writers: int = 1,
     ) -> None:
+        if writers < 1:
+            raise ValueError("a group commit needs at least one writer")
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._name = name
+        self._writers = writers
         self._queue: collections.deque[tuple[ItemT, asyncio.Future[ResultT]]] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     async def submit(self, item: ItemT) -> ResultT:
@@ -570,29 +576,31 @@ class GroupCommit(Generic[ItemT, ResultT]):
             raise StoreError("the store is closed")
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=self._name)
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name=self._name) for _ in range(self._writers)]
         self._wakeup.set()
         return await future
 
     async def close(self) -> None:
-        """Write what is queued, then stop the writer task."""
+        """Write what is queued, then stop the writer tasks."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is None:
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
             return
         self._wakeup.set()
-        await task
+        await asyncio.gather(*tasks)
 
     async def _run(self) -> None:
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
                 while self._queue:
                     await self._drain()
                 if self._closed:
                     return
+                self._wakeup.clear()
+                # (another writer may have cleared a wake-up meant for this one too: look first)
+                if not self._queue and not self._closed:
+                    await self._wakeup.wait()
         finally:
             leftover = list(self._queue)
             self._queue.clear()

@@ -937,3 +937,40 @@ async def test_facts_are_recorded_once_across_stores(store, make_store):
     assert await store.record_fact("ci:o/r:abc") is False
     assert await other.record_fact("ci:o/r:def") is True
     assert await store.has_fact("ci:o/r:def") and not await store.has_fact("ci:o/r:xyz")
+
+
+async def test_group_commit_with_several_writers_writes_batches_concurrently():
+    in_flight, most_in_flight, release = 0, 0, asyncio.Event()
+
+    async def write(batch: list[int]) -> list[int]:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return [item * 2 for item in batch]
+
+    commit = rows.GroupCommit(write, writers=3)
+    first = [asyncio.ensure_future(commit.submit(n)) for n in range(4)]
+    await asyncio.sleep(0.01)  # one writer holds the first batch
+    later = [asyncio.ensure_future(commit.submit(n)) for n in range(4, 10)]
+    await asyncio.sleep(0.01)  # a second writer takes what queued meanwhile
+    assert most_in_flight == 2
+    release.set()
+    assert await asyncio.gather(*first, *later) == [n * 2 for n in range(10)]
+    await commit.close()
+    with pytest.raises(ValueError):
+        rows.GroupCommit(write, writers=0)
+
+
+async def test_group_commit_with_several_writers_closes_right_after_a_submission():
+    async def write(batch: list[int]) -> list[int]:
+        await asyncio.sleep(0.01)
+        return batch
+
+    commit = rows.GroupCommit(write, writers=3)
+    queued = [asyncio.ensure_future(commit.submit(n)) for n in range(5)]
+    await asyncio.sleep(0)  # queued; the writers have not run yet
+    async with asyncio.timeout(5):  # (in this task: close runs before the writers start)
+        await commit.close()  # every writer ends, none waiting for a wake-up already spent
+    assert [task.result() for task in queued] == list(range(5))
