@@ -125,16 +125,17 @@ class NoLedgerStore:
     answers "recorded" without writing it; everything else is the real store's."""
 
     def __init__(self, store: Store) -> None:
+        from bot.store.rows import delivery_params
+        from bot.store.sqlite import encode_time
+
         self._store = store
+        self._row = lambda delivery: delivery_params(delivery, encode_time)
 
     def __getattr__(self, name: str):
         return getattr(self._store, name)
 
     async def record_delivery(self, delivery) -> bool:
-        from bot.store import rows
-        from bot.store.sqlite import encode_time
-
-        rows.delivery_params(delivery, encode_time)
+        self._row(delivery)
         return True
 
 
