@@ -4,7 +4,9 @@ Rows are claimed from the store (so any number of dispatchers in any number of p
 process one delivery twice), run through every callback the composed gidgethub ``Router``
 holds for the event — each with its own timeout and error isolation, which
 ``Router.dispatch`` (stopping at the first exception) does not give — and finished with the
-outcome, and for ignored events the reason.
+outcome, and for ignored events the reason. A router may decline an event as a whole by raising
+:class:`Ignored` from ``fetch`` (the handlers' router does for a payload that does not fit the
+model of its event kind, see :mod:`bot.payloads`): no handler runs and the reason is recorded.
 """
 
 from __future__ import annotations
@@ -190,8 +192,11 @@ class Dispatcher:
         except (ValueError, UnicodeDecodeError):
             return DeliveryState.DONE, "ignored", "payload is not valid JSON"
         event = sansio.Event(data, event=row.event, delivery_id=row.id)
-        # The router answers a set: run the callbacks in a stable order (by module.function).
-        callbacks = sorted(self._router.fetch(event), key=handler_name)
+        try:
+            # The router answers a set: run the callbacks in a stable order (by module.function).
+            callbacks = sorted(self._router.fetch(event), key=handler_name)
+        except Ignored as exc:  # the router declines the event as a whole (a malformed payload)
+            return DeliveryState.DONE, f"ignored: {exc.reason}", exc.reason
         if not callbacks:
             return summarize([], row.event, row.action)
         context = await self._make_context(row)

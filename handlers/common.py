@@ -1,4 +1,5 @@
-"""What every handler module shares: the context it receives and the guards it runs first."""
+"""What every handler module shares: the context it receives, the guards it runs first, and the
+router that checks an event's payload before any handler sees it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gidgethub
-from gidgethub import sansio
+from gidgethub import routing, sansio
 
-from bot import messages
+from bot import messages, payloads
 from bot.config import RepoConfig
 from bot.dispatcher import Ignored
 from bot.github import api
@@ -19,6 +20,18 @@ from bot.tasks.model import Task
 from bot.tasks.rules import Decision
 
 log = logging.getLogger(__name__)
+
+
+class Router(routing.Router):
+    """gidgethub's Router, checking first that the payload fits the model of its event kind
+    (:mod:`bot.payloads`): a malformed payload is ignored with the reason, and no handler runs,
+    so handlers may index the fields the models declare."""
+
+    def fetch(self, event: sansio.Event) -> frozenset[Any]:
+        reason = payloads.malformed(event.event, event.data)
+        if reason is not None:
+            raise Ignored(reason)
+        return super().fetch(event)
 
 
 @dataclass
@@ -125,6 +138,7 @@ async def reply(ctx: HandlerContext, repo: str, number: int, body: str) -> None:
 __all__ = [
     "HandlerContext",
     "Ignored",
+    "Router",
     "guard_sender",
     "messages",
     "react",

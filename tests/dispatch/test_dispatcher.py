@@ -162,3 +162,32 @@ async def test_a_handler_failing_for_a_passing_reason_runs_again(store, clock):
     await Dispatcher(store, router, ctx, retry_delays=(0.0, 0.0)).drain()
     row = await store.get_delivery("f2")
     assert row.state is DeliveryState.FAILED and "GitHubBroken" in row.outcome
+
+
+async def test_a_router_declining_the_event_runs_no_handler_and_records_why(store, clock):
+    class Declining(routing.Router):
+        def fetch(self, event):
+            if "issue" not in event.data:
+                raise Ignored("malformed payload: issue missing")
+            return super().fetch(event)
+
+    router = Declining()
+    ran = []
+
+    @router.register("issues", action="opened")
+    async def handler(event, ctx):
+        ran.append(event.delivery_id)
+
+    contexts = []
+
+    async def ctx(row):
+        contexts.append(row.id)
+
+    await store.record_delivery(delivery(clock, "bad"))
+    await store.record_delivery(delivery(clock, "good", repo="o/good", issue={"number": 1}))
+    await Dispatcher(store, router, ctx).drain()
+    bad = await store.get_delivery("bad")
+    assert (bad.state, bad.ignore_reason) == (DeliveryState.DONE, "malformed payload: issue missing")
+    assert bad.outcome == "ignored: malformed payload: issue missing"
+    assert ran == contexts == ["good"]
+    assert (await store.get_delivery("good")).state is DeliveryState.DONE
