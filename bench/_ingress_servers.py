@@ -181,7 +181,12 @@ async def serve(kind: str, database_url: str | None, schema: str | None, profile
     writer_pid = getattr(store, "ledger_writer_pid", None) if ledger_stats is not None else None
     counter = StatusCounter()
     app.on_response_prepare.append(counter.on_response_prepare)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    if kind not in ("bare", "gidgethub"):  # patchwright's ingress, with the connection guards `serve` runs
+        from bot.app import IngressRunner
+
+        runner: web.AppRunner = IngressRunner(app, access_log=None, handle_signals=False)
+    else:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
     profiler = cProfile.Profile() if profile is not None else None
     cpu = wall = 0.0
     main_cpu: float | None = None

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script (python bench/claim.py): make `
 from bench._postgres import drop_schema, postgres_problem
 from bot.store.base import Store, StoreError
 from bot.store.factory import open_store
-from bot.store.postgres import redact_url
+from bot.logs import redact_url
 from bot.tasks.model import Task, new_id, utcnow
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -53,7 +53,7 @@ import asyncpg
 from bench._load import LoadResult, LoadSpec, run_python, run_wrk, wrk_path, wrk_version
 from bench._postgres import drop_schema, postgres_problem
 from bot.store.factory import parse_sqlite_url
-from bot.store.postgres import redact_url
+from bot.logs import redact_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

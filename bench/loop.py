@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script (python bench/loop.py): make `b
 from bench._postgres import drop_schema, postgres_problem
 from bot.demo import MAINTAINER, REPO, TRIGGER_LABEL, DemoWorld, Story, WorldOptions
 from bot.sandbox import fake_agent
-from bot.store.postgres import redact_url
+from bot.logs import redact_url
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_P99_MS = 100.0

@@ -25,8 +25,8 @@ from bot.config import (
     load_settings,
     parse_repo_config,
 )
-from bot.logs import configure_logging
-from bot.store.base import DeliveryState
+from bot.logs import configure_logging, redact_url
+from bot.store.base import DeliveryState, StoreError
 from bot.tasks.model import Status
 
 log = logging.getLogger("patchwright")
@@ -277,7 +277,10 @@ async def worker(settings: Settings, environ: Mapping[str, str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await store.migrate()
-        print(f"patchwright worker: {settings.workers} agent(s), database {settings.database_url}", flush=True)
+        print(
+            f"patchwright worker: {settings.workers} agent(s), database {redact_url(settings.database_url)}",
+            flush=True,
+        )
         await run_worker(settings, store, environ=environ, stop_event=stop, sandbox=settings.sandbox)
     finally:
         await store.close()
@@ -289,21 +292,22 @@ async def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 
     settings.require_webhook_secret()
 
-    from bot.app import create_app, start_runtime
+    from bot.app import IngressRunner, create_app, raise_open_file_limit, start_runtime
     from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
+    raise_open_file_limit()  # connections, not the default soft limit, should be what runs out
     store = await open_store(settings.database_url, ledger_writer=SERVE_LEDGER_WRITER)
     runner: web.AppRunner | None = None
     try:
         await store.migrate()
         app = create_app(settings, store=store, runtime=functools.partial(start_runtime, environ=environ))
-        runner = web.AppRunner(app, access_log=None)
+        runner = IngressRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else settings.port
         print(f"patchwright listening on http://{settings.host}:{port} (webhooks: POST /webhook)", flush=True)
-        print(f"database: {settings.database_url}", flush=True)
+        print(f"database: {redact_url(settings.database_url)}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

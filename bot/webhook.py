@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,16 +18,31 @@ from typing import Any
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
-from bot.store.base import Delivery, Store, StoreError
+from bot.store.base import INT64_MAX, INT64_MIN, Delivery, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+#: Longest X-GitHub-Delivery (GitHub's are 36-character UUIDs) and X-GitHub-Event accepted.
+MAX_DELIVERY_ID_CHARS = 200
+MAX_EVENT_CHARS = 100
 NOT_RECORDED = (
     "The delivery could not be recorded ({error}). Nothing was lost on GitHub's side: "
     "redeliver it from the App's advanced settings (Recent Deliveries) once the server is healthy."
 )
+COMPRESSED_BODY = (
+    "Compressed bodies (Content-Encoding) are not accepted: GitHub sends webhook bodies uncompressed."
+)
+PAYLOAD_TOO_LARGE = "Payload over 25 MiB."
+BODY_NOT_READ = "The request body could not be read: the connection broke or the body was malformed."
+MALFORMED_SIGNATURE = "Malformed X-Hub-Signature-256 header: expected 'sha256=<hex digest>'."
+HEADER_TOO_LONG = "{name} header is too long (at most {limit} characters)."
+HEADER_NOT_PRINTABLE = "{name} header must be printable ASCII (GitHub sends a UUID and an event name)."
+INSTALLATION_ID_OUT_OF_RANGE = "installation.id must be an integer of at most 64 bits (signed)."
+NESTED_TOO_DEEPLY = "Body is not valid JSON for a webhook: it is nested too deeply."
+NOT_AN_OBJECT = "Body must be a JSON object."
 
 
 class WebhookRejected(Exception):
@@ -60,8 +76,8 @@ def verify_signature(body: bytes, secret: bytes, header: str | None, sha1_header
             401, "Missing X-Hub-Signature-256 header: deliveries must be signed with the webhook secret."
         )
     algo, _, digest = header.partition("=")
-    if algo != "sha256" or not digest:
-        raise WebhookRejected(401, "Malformed X-Hub-Signature-256 header: expected 'sha256=<hex digest>'.")
+    if algo != "sha256" or not digest or not digest.isascii():
+        raise WebhookRejected(401, MALFORMED_SIGNATURE)
     expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, digest.strip().lower()):
         raise WebhookRejected(401, "Signature does not match: check that the webhook secret is the same on both sides.")
@@ -83,7 +99,24 @@ class _Envelope(msgspec.Struct):
     installation: _Installation | None = None
 
 
+class _RawEnvelope(msgspec.Struct):
+    """The same fields, each kept as its JSON text (the slow path reads each by itself)."""
+
+    action: msgspec.Raw = msgspec.Raw()
+    repository: msgspec.Raw = msgspec.Raw()
+    installation: msgspec.Raw = msgspec.Raw()
+
+
+class _RawRepository(msgspec.Struct):
+    full_name: msgspec.Raw = msgspec.Raw()
+
+
+class _RawInstallation(msgspec.Struct):
+    id: msgspec.Raw = msgspec.Raw()
+
+
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
+_RAW_ENVELOPE = msgspec.json.Decoder(_RawEnvelope)
 
 
 def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
@@ -94,19 +127,27 @@ def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
     the rest, so no parsed payload exists (nothing for the garbage collector while the
     request waits for the ledger, and a fraction of a full parse's time). Strings it skips
     are not checked for UTF-8, so a body that is not ASCII is decoded once to check that.
-    Fields of unexpected types (never sent by GitHub) are read leniently as missing.
+    Fields of unexpected types (never sent by GitHub) are read leniently as missing, except
+    an ``installation.id`` that is a number the ledger cannot hold (a 400), as is a body
+    nested deeper than the parser goes.
     """
     try:
         if not body.isascii():
             body.decode("utf-8")
-        envelope = _ENVELOPE.decode(body)
-        action = envelope.action
-        repo = envelope.repository.full_name if envelope.repository is not None else ""
-        installation_id = envelope.installation.id if envelope.installation is not None else None
-    except msgspec.ValidationError:  # (a DecodeError too: first)
-        action, repo, installation_id = _read_leniently(body)
+        try:
+            envelope = _ENVELOPE.decode(body)
+        except msgspec.ValidationError:  # (a DecodeError too)
+            action, repo, installation_id = _read_leniently(body)
+        else:
+            action = envelope.action
+            repo = envelope.repository.full_name if envelope.repository is not None else ""
+            installation_id = envelope.installation.id if envelope.installation is not None else None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, f"Body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookRejected(400, NESTED_TOO_DEEPLY) from None
+    if installation_id is not None and not INT64_MIN <= installation_id <= INT64_MAX:
+        raise WebhookRejected(400, INSTALLATION_ID_OUT_OF_RANGE)
     return ParsedDelivery(
         delivery_id=headers.get("X-GitHub-Delivery", "").strip(),
         event=headers.get("X-GitHub-Event", "").strip(),
@@ -118,28 +159,65 @@ def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
 
 def _read_leniently(body: bytes) -> tuple[str, str, int | None]:
     """The slow path for valid JSON whose fields have unexpected types: (action, repository,
-    installation id), each missing where it is not of the type GitHub sends."""
-    payload = msgspec.json.decode(body)
-    if not isinstance(payload, dict):
-        raise WebhookRejected(400, "Body must be a JSON object.")
-    action = payload.get("action")
-    repo = payload.get("repository")
-    installation = payload.get("installation")
-    full_name = repo.get("full_name") if isinstance(repo, dict) else None
-    inst_id = installation.get("id") if isinstance(installation, dict) else None
+    installation id), each missing where it is not of the type GitHub sends. Each field is
+    read by itself, so a value out of range elsewhere in the body is skipped, as above."""
+    try:
+        fields = _RAW_ENVELOPE.decode(body)
+    except msgspec.ValidationError:
+        raise WebhookRejected(400, NOT_AN_OBJECT) from None
+    repository = _loose(fields.repository, _RawRepository)
+    installation = _loose(fields.installation, _RawInstallation)
     return (
-        action if isinstance(action, str) else "",
-        full_name if isinstance(full_name, str) else "",
-        inst_id if isinstance(inst_id, int) and not isinstance(inst_id, bool) else None,
+        _loose(fields.action, str) or "",
+        (_loose(repository.full_name, str) if repository is not None else None) or "",
+        _installation_id(installation.id) if installation is not None else None,
     )
+
+
+def _loose(raw: msgspec.Raw, kind: Any) -> Any:
+    """The JSON text ``raw`` as ``kind``, or None where it is missing or of another type."""
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError:
+        return None
+
+
+def _installation_id(raw: msgspec.Raw) -> int | None:
+    """``installation.id``: None unless a number; a number the ledger cannot hold is a 400."""
+    if not raw:
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.ValidationError:  # a number out of any range (1e999, thousands of digits)
+        raise WebhookRejected(400, INSTALLATION_ID_OUT_OF_RANGE) from None
+    if isinstance(value, float):
+        raise WebhookRejected(400, INSTALLATION_ID_OUT_OF_RANGE)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 def check_headers(headers: Any) -> None:
     missing = [h for h in ("X-GitHub-Event", "X-GitHub-Delivery") if not headers.get(h, "").strip()]
     if missing:
         raise WebhookRejected(400, f"Missing header(s): {', '.join(missing)}. Is this a GitHub webhook?")
-    if len(headers["X-GitHub-Delivery"]) > 200 or len(headers["X-GitHub-Event"]) > 100:
-        raise WebhookRejected(400, "X-GitHub-Delivery or X-GitHub-Event header is too long.")
+    for name, limit in (("X-GitHub-Delivery", MAX_DELIVERY_ID_CHARS), ("X-GitHub-Event", MAX_EVENT_CHARS)):
+        value = headers[name].strip()
+        if len(value) > limit:
+            raise WebhookRejected(400, HEADER_TOO_LONG.format(name=name, limit=limit))
+        if not _PRINTABLE_ASCII.fullmatch(value):
+            raise WebhookRejected(400, HEADER_NOT_PRINTABLE.format(name=name))
+
+
+def check_content_encoding(headers: Any) -> None:
+    """GitHub never compresses a webhook body: any Content-Encoding but identity is a 415,
+    answered before the body is read (nothing is ever decompressed)."""
+    for value in headers.getall("Content-Encoding", ()):
+        if value.strip().lower() not in ("", "identity"):
+            raise WebhookRejected(415, COMPRESSED_BODY)
 
 
 def check_content_type(content_type: str) -> None:
@@ -193,17 +271,20 @@ class WebhookIngress:
             return json_answer({"error": NOT_RECORDED.format(error=exc)}, 503)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        check_content_encoding(request.headers)
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
-            raise WebhookRejected(413, "Payload over 25 MiB.")
+            raise WebhookRejected(413, PAYLOAD_TOO_LARGE)
         check_content_type(request.content_type)
         check_headers(request.headers)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise WebhookRejected(413, "Payload over 25 MiB.") from None
+            raise WebhookRejected(413, PAYLOAD_TOO_LARGE) from None
+        except (ConnectionError, RequestPayloadError):  # (the answer may not reach anyone)
+            raise WebhookRejected(400, BODY_NOT_READ) from None
         if len(body) > MAX_BODY_BYTES:
-            raise WebhookRejected(413, "Payload over 25 MiB.")
+            raise WebhookRejected(413, PAYLOAD_TOO_LARGE)
         verify_signature(
             body,
             self._secret,

@@ -29,7 +29,7 @@ import pytest
 
 from bot.store.base import Store
 from bot.store.factory import open_store
-from bot.store.postgres import redact_url
+from bot.logs import redact_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

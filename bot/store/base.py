@@ -92,6 +92,11 @@ class StoreError(Exception):
     """A store operation failed in a way the caller should report (not a lost race)."""
 
 
+#: The integers a column holds on both backends (SQLite INTEGER, PostgreSQL bigint): a value
+#: outside is refused with a :class:`StoreError`.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 @runtime_checkable
 class Store(Protocol):
     """What every backend provides. All datetimes are timezone-aware UTC."""

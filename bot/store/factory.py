@@ -21,8 +21,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from bot.logs import redact_url, scrub_url_secrets
 from bot.store.base import Store, StoreError
-from bot.store.postgres import PostgresStore, redact_url
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SQLiteStore
 from bot.tasks.model import utcnow
 
@@ -39,26 +40,27 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
     """``sqlite:///<path>[?options]`` -> (path, options for :meth:`SQLiteStore.open`)."""
     scheme, sep, rest = url.partition("://")
     if scheme.lower() != "sqlite" or not sep:
-        raise StoreError(f"not a SQLite URL: {url!r}")
+        raise StoreError(f"not a SQLite URL: {redact_url(url)!r}")
     location, _, query = rest.partition("?")
+    shown = redact_url(url)
     if location.lstrip("/") in ("", ":memory:") or "mode=memory" in query:
         raise StoreError(
-            f"{url!r}: an in-memory SQLite database cannot be shared by the store's "
+            f"{shown!r}: an in-memory SQLite database cannot be shared by the store's "
             "connections; use a file, e.g. sqlite:///./patchwright.db"
         )
     if not location.startswith("/"):
         raise StoreError(
-            f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db (three or four slashes)"
+            f"{shown!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db (three or four slashes)"
         )
     path = unquote(location[1:])
     options: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in _SQLITE_OPTIONS:
-            raise StoreError(f"{url!r}: unknown SQLite option {key!r} (known: {', '.join(_SQLITE_OPTIONS)})")
+            raise StoreError(f"{shown!r}: unknown SQLite option {key!r} (known: {', '.join(_SQLITE_OPTIONS)})")
         try:
             options[key] = _SQLITE_OPTIONS[key](value)
         except ValueError:
-            raise StoreError(f"{url!r}: bad value {value!r} for {key}") from None
+            raise StoreError(f"{shown!r}: bad value {value!r} for {key}") from None
     return path, options
 
 
@@ -82,7 +84,15 @@ async def open_store(
             options.setdefault("ledger_writer", ledger_writer)
         return await SQLiteStore.open(path, clock=clock, **options)
     if scheme in ("postgresql", "postgres"):
-        return await PostgresStore.open(url, clock=clock, schema=schema)
+        try:
+            return await PostgresStore.open(url, clock=clock, schema=schema)
+        except StoreError as exc:
+            # Whatever the message quotes of the URL (or the driver repeats of it), without
+            # its passwords: a ``?password=`` parameter included.
+            scrubbed = scrub_url_secrets(str(exc), url)
+            if scrubbed == str(exc):
+                raise
+            raise StoreError(scrubbed) from None
     raise StoreError(
         f"unsupported database URL {redact_url(url)!r}: expected sqlite:///path.db or postgresql://…"
     )

@@ -14,9 +14,15 @@ Protocol (a socketpair; each frame a 4-byte little-endian length and a msgpack v
   loop has run everything that was ready (``call_soon``), so the writer starts on the first
   part of a burst while the rest is still being parsed.
 - writer -> web process: ``["ready"]`` once the ledger is open (or ``["failed", message]``),
-  then per committed batch ``["batch", first_ticket, count, recorded, bumps, synced, error]``:
-  the batch is the ``count`` tickets from ``first_ticket`` on, ``recorded`` says per item
-  whether it was the copy recorded (``None`` when ``error`` says why nothing was).
+  then per committed batch
+  ``["batch", first_ticket, count, recorded, bumps, synced, error, refused]``: the batch is
+  the ``count`` tickets from ``first_ticket`` on (a batch never spans a gap in the tickets),
+  ``recorded`` says per item whether it was the copy recorded (``None`` when ``error`` says
+  why nothing was), ``refused`` lists ``[index, error]`` for each item whose row the
+  database refused while the others went in.
+
+A row msgpack cannot carry (an integer beyond 64 bits) fails its own sender in the web
+process and is never sent; the rest of its frame is.
 
 A batch is answered only after its commit and the sync of the WAL (as in the ledger
 thread: commit at ``NORMAL``, then ``fdatasync`` of the WAL at ``FULL``/``EXTRA``). If the
@@ -57,6 +63,7 @@ MAX_BATCH_ROWS = 256
 #: After a writer failed to start, further deliveries fail at once for this long.
 RESTART_BACKOFF_S = 1.0
 WRITER_EXITED = "the ledger writer process exited"
+UNSENDABLE_ROW = "the row cannot be sent to the ledger writer"
 _RECV_BYTES = 1 << 20
 _LENGTH = struct.Struct("<I")
 _ENCODER = msgspec.msgpack.Encoder()
@@ -124,7 +131,7 @@ def run_writer(sock: socket.socket, path: str, *, synchronous: str, busy_timeout
                 open_ = _receive(sock, frames, queue, wait=not queue)
             if not queue:
                 continue
-            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH_ROWS))]
+            batch = _next_batch(queue)
             params = [row for _, row in batch]
             error = None
             try:
@@ -136,10 +143,13 @@ def run_writer(sock: socket.socket, path: str, *, synchronous: str, busy_timeout
             if sync_error is not None:
                 error = f"the ledger's WAL could not be synced to disk: {sync_error}"
             if error is None:
-                reply = ["batch", batch[0][0], len(batch), outcome.recorded, outcome.bumps, wal is not None, None]
+                reply = [
+                    "batch", batch[0][0], len(batch), outcome.recorded, outcome.bumps, wal is not None, None,
+                    outcome.errors,
+                ]  # fmt: skip
                 checkpointer.wrote(estimate_wal_bytes(outcome.payload_bytes, len(batch), checkpointer.page_size))
             else:
-                reply = ["batch", batch[0][0], len(batch), None, 0, False, error]
+                reply = ["batch", batch[0][0], len(batch), None, 0, False, error, ()]
             try:
                 sock.sendall(encode_frame(reply))
             except OSError:  # the web process is gone; what was committed stays
@@ -149,6 +159,15 @@ def run_writer(sock: socket.socket, path: str, *, synchronous: str, busy_timeout
         conn.close()
         if wal is not None:
             wal.close()
+
+
+def _next_batch(queue: collections.deque[tuple[int, Sequence[Any]]]) -> list[tuple[int, Sequence[Any]]]:
+    """The oldest queued rows with consecutive tickets (a reply names its tickets by the
+    first and the count), at most :data:`MAX_BATCH_ROWS`."""
+    batch = [queue.popleft()]
+    while queue and len(batch) < MAX_BATCH_ROWS and queue[0][0] == batch[-1][0] + 1:
+        batch.append(queue.popleft())
+    return batch
 
 
 def _receive(
@@ -384,7 +403,24 @@ class LedgerWriterProcess:
         if self._transport is None or self._transport.is_closing():
             self._fail([ticket for ticket, _ in items], WRITER_EXITED)
             return
-        self._transport.write(encode_frame(items))
+        try:
+            frame = encode_frame(items)
+        except Exception:  # noqa: BLE001 - a row msgpack cannot carry: it alone fails
+            frame = self._frame_of_sendable(items)
+        if frame is not None:
+            self._transport.write(frame)
+
+    def _frame_of_sendable(self, items: list[list[Any]]) -> bytes | None:
+        """The frame of the items that can be encoded; each other one fails its sender."""
+        sendable = []
+        for item in items:
+            try:
+                _ENCODER.encode(item)
+            except Exception as exc:  # noqa: BLE001 - e.g. OverflowError for an int over 64 bits
+                self._fail([item[0]], f"{UNSENDABLE_ROW}: {exc}")
+            else:
+                sendable.append(item)
+        return encode_frame(sendable) if sendable else None
 
     def _fail(self, tickets: Sequence[int], message: str) -> None:
         for ticket in tickets:
@@ -395,7 +431,7 @@ class LedgerWriterProcess:
     def _on_message(self, message: list[Any]) -> None:
         kind = message[0]
         if kind == "batch":
-            _, first, count, recorded, bumps, synced, error = message
+            _, first, count, recorded, bumps, synced, error, refused = message
             tickets = range(first, first + count)
             if error is not None:
                 self._fail(tickets, error)
@@ -405,6 +441,8 @@ class LedgerWriterProcess:
             self._stats["wal_syncs"] += bool(synced)
             if bumps:
                 self._on_committed(bumps)
+            for index, reason in refused:  # rows the database refused: they alone fail
+                self._fail([first + index], reason)
             pending = self._pending
             for ticket, was_recorded in zip(tickets, recorded, strict=True):
                 future = pending.pop(ticket, None)

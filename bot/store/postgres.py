@@ -25,7 +25,8 @@
   CONFLICT (id) DO NOTHING`` (so one batch is built while another waits for its commit's
   WAL flush), rows sorted by id so that concurrent batches, of one Store or several, lock ids
   in the same order (no deadlock). ``seq`` comes from an identity column: insertion order, not
-  commit order.
+  commit order. A batch refused because of one row's values is inserted again row by row (a
+  savepoint each, one transaction), so that row alone fails.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from bot.store import rows
+from bot.logs import redact_url
 from bot.store.base import (
     Attempt,
     Delivery,
@@ -62,6 +63,16 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLAIM_RETRIES = 50
 
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: Errors of a ledger insert caused by a row's values (asyncpg's client-side DataError is a
+#: ValueError): the batch's other rows are then inserted one by one. Any other error
+#: (connection, resources) fails the whole batch at once.
+_ROW_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    OverflowError,
+    TypeError,
+    ValueError,
+)
 _TASK_COLUMNS = ", ".join(TASK_FIELDS)
 _TASK_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(TASK_FIELDS) + 1))
 _EVENT_INSERT = (
@@ -94,17 +105,9 @@ _DELIVERY_INSERT = (
 )
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable database URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+def is_row_error(exc: BaseException | None) -> bool:
+    """Whether a failed insert was refused for a row's values rather than by the database."""
+    return isinstance(exc, _ROW_ERRORS)
 
 
 def channel_name(kind: str, schema: str | None) -> str:
@@ -617,15 +620,52 @@ class PostgresStore:
     async def record_delivery(self, delivery: Delivery) -> bool:
         return await self._ledger.submit(rows.delivery_params(delivery, _encode_time))
 
-    async def _write_deliveries(self, batch: list[list[Any]]) -> list[bool]:
-        """Insert one group-commit batch in one statement (first copy of an id wins)."""
+    async def _write_deliveries(self, batch: list[list[Any]]) -> list[bool | StoreError]:
+        """Insert one group-commit batch in one statement (first copy of an id wins). If
+        the database refuses a row's values (:func:`is_row_error`), the rows are inserted
+        again one by one: the refused ones fail alone."""
         ordered = sorted(batch, key=lambda params: params[0])
         columns = [list(column) for column in zip(*ordered, strict=True)]
-        async with self._tx() as tx:
-            inserted = await tx.conn.fetch(_DELIVERY_INSERT, *columns)
-            if any(row["state"] == DeliveryState.PENDING.value for row in inserted):
-                await tx.notify(DELIVERIES)
+        try:
+            async with self._tx() as tx:
+                inserted = await tx.conn.fetch(_DELIVERY_INSERT, *columns)
+                if any(row["state"] == DeliveryState.PENDING.value for row in inserted):
+                    await tx.notify(DELIVERIES)
+        except StoreError as exc:
+            if not is_row_error(exc.__cause__):
+                raise
+            log.warning(
+                "postgres-ledger: a batch of %d was refused (%s); inserting its rows one by one", len(batch), exc
+            )
+            return await self._write_deliveries_one_by_one(batch)
         return rows.first_wins([params[0] for params in batch], {row["id"] for row in inserted})
+
+    async def _write_deliveries_one_by_one(self, batch: list[list[Any]]) -> list[bool | StoreError]:
+        """Each row of ``batch`` in a savepoint of its own, in one transaction, in id order
+        (as the batch statement locks them); the first copy of an id that goes in wins."""
+        results: list[bool | StoreError] = [False] * len(batch)
+        settled: set[str] = set()
+        async with self._tx() as tx:
+            pending = False
+            for index in sorted(range(len(batch)), key=lambda i: batch[i][0]):
+                params = batch[index]
+                if params[0] in settled:
+                    continue
+                try:
+                    async with tx.conn.transaction():
+                        inserted = await tx.conn.fetch(_DELIVERY_INSERT, *([value] for value in params))
+                except Exception as exc:
+                    if not is_row_error(exc):
+                        raise
+                    results[index] = StoreError(f"postgres: {exc}")
+                    continue
+                settled.add(params[0])
+                if inserted:
+                    results[index] = True
+                    pending = pending or inserted[0]["state"] == DeliveryState.PENDING.value
+            if pending:
+                await tx.notify(DELIVERIES)
+        return results
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self._fetch("SELECT * FROM deliveries WHERE id = $1", delivery_id)

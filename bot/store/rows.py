@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from bot.store.base import (
+    INT64_MAX,
+    INT64_MIN,
     Attempt,
     Delivery,
     DeliveryState,
@@ -104,6 +106,8 @@ def _text(value: Any, what: str) -> str:
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise StoreError(f"{what}: expected int, got {type(value).__name__}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise StoreError(f"{what}: out of the 64-bit integer range the store holds")
     return value
 
 
@@ -526,18 +530,31 @@ ResultT = TypeVar("ResultT")
 def resolve_batch(
     batch: Sequence[tuple[Any, asyncio.Future[Any]]], outcome: Sequence[Any] | BaseException, name: str
 ) -> None:
-    """Hand one written batch's results to its callers, or the error to every one of them."""
+    """Hand one written batch's results to its callers, or the error to every one of them.
+
+    A result that is an exception (a row the database refused while the others went in) is
+    that caller's :class:`StoreError`."""
+    if not isinstance(outcome, BaseException) and len(outcome) != len(batch):  # never leave one unanswered
+        outcome = StoreError(f"{len(outcome)} results for a batch of {len(batch)}")
     if isinstance(outcome, BaseException):
         log.warning("%s: batch of %d failed: %s", name, len(batch), outcome)
         for _, future in batch:
             if not future.done():
-                error = StoreError(f"{name}: {outcome}")
-                error.__cause__ = outcome
-                future.set_exception(error)
+                future.set_exception(_store_error(name, outcome))
         return
     for (_, future), result in zip(batch, outcome, strict=True):
-        if not future.done():
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(_store_error(name, result))
+        else:
             future.set_result(result)
+
+
+def _store_error(name: str, exc: BaseException) -> StoreError:
+    error = StoreError(f"{name}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 class GroupCommit(Generic[ItemT, ResultT]):
@@ -547,8 +564,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
     queued (at most ``max_batch`` items) as its batch, so with one writer each batch is what
     queued while the previous one was being committed, and with several, batches are written
     concurrently (``write_batch`` must allow that). Each caller awaits its own result.
-    ``write_batch`` gets the items in arrival order and returns one result per item; if it
-    raises, every caller of that batch gets a :class:`StoreError`. Subclasses may drain the
+    ``write_batch`` gets the items in arrival order and returns one result per item (an
+    exception as an item's result fails that caller alone); if it raises, every caller of
+    that batch gets a :class:`StoreError`. Subclasses may drain the
     queue their own way (:meth:`_drain`).
     """
 

@@ -18,7 +18,9 @@
   after batch by itself (each batch: one multi-row ``INSERT`` committed by itself) and posts
   each batch's answers to the event loop, so the loop never stands between two commits. A
   task holds the Store's write lock meanwhile, so in-process writers never meet SQLite's busy
-  wait. With ``ledger_writer="process"`` (``patchwright serve``) the same connection, commits
+  wait. A batch the database refuses because of one row's values is inserted again row by
+  row, so that row alone fails (:func:`insert_deliveries`).
+  With ``ledger_writer="process"`` (``patchwright serve``) the same connection, commits
   and checkpointer live in a writer process instead (:mod:`bot.store.ledger_writer`), which
   needs none of this process's GIL; its commits and this process's writes meet at SQLite's
   own lock (``busy_timeout``).
@@ -912,7 +914,7 @@ class LedgerBatcher(rows.GroupCommit[Sequence[Any], bool]):
         self.stats["batches"] += 1
         self.stats["rows"] += len(batch)
         self._on_committed(outcome.bumps)
-        rows.resolve_batch(batch, outcome.recorded, self._name)
+        rows.resolve_batch(batch, outcome.results(), self._name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1308,6 +1310,9 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
     already in the ledger are not inserted. When some were (the statement inserted fewer
     rows than it was given), the rows it inserted are the ones with the highest ``seq``
     among the batch's ids: ``seq`` is AUTOINCREMENT, above every row that existed before.
+
+    A batch the database refuses because of a row's values (:func:`is_row_error`) is
+    inserted again row by row: the refused rows are in ``errors``, every other is recorded.
     """
     if conn.in_transaction:
         raise StoreError("the ledger connection is inside a transaction")
@@ -1315,12 +1320,16 @@ def insert_deliveries(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) 
     for params in batch:
         firsts.setdefault(params[0], params)
     fresh = list(firsts.values())
-    stored = []
-    for params in fresh:
-        row = list(params)
-        row[_DELIVERY_PAYLOAD] = encode_payload(bytes(row[_DELIVERY_PAYLOAD]))
-        stored.append(row)
-    inserted = _insert_delivery_rows(conn, stored)
+    try:
+        stored = [_stored_row(params) for params in fresh]
+        inserted = _insert_delivery_rows(conn, stored)
+    except Exception as exc:
+        if not is_row_error(exc):
+            raise
+        log.warning(
+            "sqlite-ledger: a batch of %d was refused (%s); inserting its rows one by one", len(batch), exc
+        )
+        return _insert_one_by_one(conn, batch)
     if inserted != len(fresh):
         seqs = conn.execute(
             "SELECT id, seq FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
@@ -1346,6 +1355,78 @@ class LedgerInsert(NamedTuple):
     bumps: int
     #: Payload bytes written (compressed).
     payload_bytes: int
+    #: ``(index, error)`` for each item the database refused (its ``recorded`` is False).
+    errors: tuple[tuple[int, str], ...] = ()
+
+    def results(self) -> list[bool | StoreError]:
+        """Per item: whether it was recorded, or the :class:`StoreError` that refused it."""
+        if not self.errors:
+            return self.recorded
+        out: list[bool | StoreError] = list(self.recorded)
+        for index, error in self.errors:
+            out[index] = StoreError(error)
+        return out
+
+
+#: Errors of a ledger insert caused by a row's values (the database refused that row), after
+#: which the batch's other rows are inserted one by one. Any other error (locked, I/O, full)
+#: is the database's and fails the whole batch at once.
+_ROW_ERRORS = (
+    OverflowError,
+    TypeError,
+    ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether a failed insert was refused for a row's values rather than by the database."""
+    return isinstance(exc, _ROW_ERRORS)
+
+
+def _insert_one_by_one(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> LedgerInsert:
+    """A batch one of whose rows the database refuses: each row inserted by itself (in one
+    transaction, one commit), so only a refused row fails and every other is recorded. The
+    first copy of an id that goes in wins, as in :func:`insert_deliveries`."""
+    recorded = [False] * len(batch)
+    errors: list[tuple[int, str]] = []
+    settled: set[str] = set()
+    bumps = payload_bytes = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for index, params in enumerate(batch):
+            if params[0] in settled:
+                continue
+            try:
+                row = _stored_row(params)
+                inserted = _insert_delivery_rows(conn, [row])
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                errors.append((index, f"{type(exc).__name__}: {exc}"))
+                continue
+            settled.add(params[0])
+            payload_bytes += len(row[_DELIVERY_PAYLOAD])
+            if inserted:
+                recorded[index] = True
+                if params[_DELIVERY_STATE] == DeliveryState.PENDING.value:
+                    bumps += 1
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return LedgerInsert(recorded, bumps, payload_bytes, tuple(errors))
+
+
+def _stored_row(params: Sequence[Any]) -> list[Any]:
+    """A row as the table keeps it: its payload compressed."""
+    row = list(params)
+    row[_DELIVERY_PAYLOAD] = encode_payload(bytes(row[_DELIVERY_PAYLOAD]))
+    return row
 
 
 def _insert_delivery_rows(conn: sqlite3.Connection, batch: Sequence[Sequence[Any]]) -> int:

@@ -57,3 +57,44 @@ def test_parse_delivery_takes_unusual_types_leniently_and_non_ascii_text():
     assert parse_delivery(HEADERS, b'{"action": "edited", "n": 1e999}').action == "edited"
     text = '{"action": "edited", "repository": {"full_name": "acme/wïdgets"}, "comment": {"body": "✓ 👍"}}'
     assert parse_delivery(HEADERS, text.encode()) == ParsedDelivery("d-1", "issues", "edited", "acme/wïdgets", None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"installation": {"id": 9223372036854775808}}',
+        b'{"installation": {"id": -9223372036854775809}}',
+        b'{"installation": {"id": 18446744073709551616}}',
+        b'{"installation": {"id": 1e999}}',
+        b'{"installation": {"id": 7.0}}',
+        b'{"action": ["odd"], "installation": {"id": 1e999}}',
+        b'{"action": ["odd"], "installation": {"id": 9223372036854775808}}',
+    ],
+)
+def test_parse_delivery_refuses_an_installation_id_the_ledger_cannot_hold(body):
+    with pytest.raises(WebhookRejected) as caught:
+        parse_delivery(HEADERS, body)
+    assert caught.value.status == 400 and "installation.id" in caught.value.message
+
+
+def test_parse_delivery_keeps_the_extreme_installation_ids_it_can_hold():
+    for value in (2**63 - 1, -(2**63)):
+        body = b'{"installation": {"id": %d}}' % value
+        assert parse_delivery(HEADERS, body).installation_id == value
+        odd = b'{"action": 1, "installation": {"id": %d}}' % value  # the lenient path
+        assert parse_delivery(HEADERS, odd).installation_id == value
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b'{"n": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"action": 1, "n": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}", "nested too deeply"),
+        (b'{"action": 1, "n": [1, 2,]}', "not valid JSON"),
+        (b'{"action": 1, "n": "caf\xe9"}', "not valid JSON"),
+    ],
+)
+def test_parse_delivery_refuses_deep_or_invalid_bodies_on_either_path(body, fragment):
+    with pytest.raises(WebhookRejected) as caught:
+        parse_delivery(HEADERS, body)
+    assert caught.value.status == 400 and fragment in caught.value.message
