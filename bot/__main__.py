@@ -179,10 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings.model_copy(
                 update={k: _coerce(settings, k, v) for k, v in overrides.items() if v is not None}
             )
-            return asyncio.run(serve(settings, os.environ))
+            for warning in settings.startup_warnings():
+                log.warning("%s", warning)
+            # The key file is read here, once; the running server keeps the key in memory.
+            return asyncio.run(serve(settings.with_private_key_loaded(), os.environ))
         if args.command == "worker":
-            return asyncio.run(worker(settings, os.environ))
-    except ConfigError as exc:
+            return asyncio.run(worker(settings.with_private_key_loaded(), os.environ))
+    except (ConfigError, StoreError) as exc:
         print(f"patchwright: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

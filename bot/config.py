@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,35 @@ ENV_PREFIX = "PATCHWRIGHT_"
 PROBOT_FALLBACKS = ("APP_ID", "PRIVATE_KEY", "PRIVATE_KEY_PATH", "WEBHOOK_SECRET")
 DEFAULT_DATABASE_URL = "sqlite:///./patchwright.db"
 REPO_CONFIG_PATH = ".github/patchwright.yml"
+
+
+PUBLIC_READ_API_OVERRIDDEN = (
+    "PATCHWRIGHT_PRIVATE_READ_API=false is ignored: the server listens on {host}, beyond "
+    "loopback, so the read API and the dashboard need the admin token anyway. Listen on "
+    "127.0.0.1 (PATCHWRIGHT_HOST) to keep them public, or remove the setting."
+)
+PRIVATE_READ_API_WITHOUT_TOKEN = (
+    "The read API and the dashboard are private but PATCHWRIGHT_ADMIN_TOKEN is not set, so "
+    "nobody can read them: set PATCHWRIGHT_ADMIN_TOKEN to a long random string."
+)
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only: a loopback address (127.0.0.0/8,
+    ``::1``, also IPv4-mapped) or ``localhost``. Anything else — ``0.0.0.0``, ``::``, an empty
+    host (every interface), another address or name — is beyond loopback."""
+    name = host.strip().lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class ConfigError(Exception):
@@ -76,6 +106,11 @@ class Settings(BaseSettings):
         default=Path("./patchwright-data"),
         validation_alias=AliasChoices("PATCHWRIGHT_DATA_DIR", "data_dir"),
     )
+    #: Also write each attempt's whole agent output (redacted) to <data_dir>/logs/<task>-<attempt>.log;
+    #: the database keeps the first and last lines of a long run either way.
+    full_agent_logs: bool = Field(
+        default=False, validation_alias=AliasChoices("PATCHWRIGHT_FULL_AGENT_LOGS", "full_agent_logs")
+    )
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("PATCHWRIGHT_HOST", "host"))
     port: int = Field(
         default=3000, ge=0, le=65535, validation_alias=AliasChoices("PATCHWRIGHT_PORT", "port")
@@ -90,11 +125,37 @@ class Settings(BaseSettings):
     agent_command: str | None = Field(
         default=None, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_COMMAND", "agent_command")
     )
+    sandbox_paths: str = Field(
+        default="",
+        description="Extra paths the sandboxed agent may read (os.pathsep-separated)",
+        validation_alias=AliasChoices("PATCHWRIGHT_SANDBOX_PATHS", "sandbox_paths"),
+    )
+    agent_allow_hosts: str = Field(
+        default="",
+        description="Hosts (comma-separated `host` or `host:port`) every agent may reach although they are local",
+        validation_alias=AliasChoices("PATCHWRIGHT_AGENT_ALLOW_HOSTS", "agent_allow_hosts"),
+    )
+    agent_max_processes: int = Field(
+        default=512, ge=8, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_MAX_PROCESSES", "agent_max_processes")
+    )
+    agent_memory_mb: int = Field(
+        default=8192, ge=64, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_MEMORY_MB", "agent_memory_mb")
+    )
+    agent_cpu_seconds: int = Field(
+        default=4 * 3600, ge=1, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_CPU_SECONDS", "agent_cpu_seconds")
+    )
+    agent_file_size_mb: int = Field(
+        default=1024, ge=1, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_FILE_SIZE_MB", "agent_file_size_mb")
+    )
+    agent_checkout_mb: int = Field(
+        default=4096, ge=1, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_CHECKOUT_MB", "agent_checkout_mb")
+    )
     admin_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("PATCHWRIGHT_ADMIN_TOKEN", "admin_token")
     )
-    private_read_api: bool = Field(
-        default=False,
+    #: As set: True, False or None (not set, or empty). What applies is :attr:`read_api_private`.
+    private_read_api: bool | None = Field(
+        default=None,
         validation_alias=AliasChoices("PATCHWRIGHT_PRIVATE_READ_API", "private_read_api"),
     )
     log_format: Literal["text", "json"] = Field(
@@ -142,6 +203,29 @@ class Settings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("private_read_api", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # -- the web surface -------------------------------------------------------------------
+    @property
+    def read_api_private(self) -> bool:
+        """Whether the read API, the dashboard, the event stream and ``/metrics`` need the
+        admin token (SPEC §9): when set so, and always when the server listens beyond
+        loopback — there ``PATCHWRIGHT_PRIVATE_READ_API=false`` is overridden."""
+        return self.private_read_api is True or not is_loopback_host(self.host)
+
+    def startup_warnings(self) -> list[str]:
+        """What ``serve`` warns about at start-up: a public read API it refused, a private
+        one nobody can read."""
+        warnings = []
+        if self.private_read_api is False and self.read_api_private:
+            warnings.append(PUBLIC_READ_API_OVERRIDDEN.format(host=self.host or "all addresses"))
+        if self.read_api_private and (self.admin_token is None or not self.admin_token.get_secret_value()):
+            warnings.append(PRIVATE_READ_API_WITHOUT_TOKEN)
+        return warnings
+
     # -- checks used by the commands that need them ---------------------------------------
     def require_webhook_secret(self) -> str:
         if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
@@ -180,6 +264,19 @@ class Settings(BaseSettings):
             "PATCHWRIGHT_PRIVATE_KEY_PATH (a .pem file); Probot's PRIVATE_KEY and "
             "PRIVATE_KEY_PATH work too."
         )
+
+    def with_private_key_loaded(self) -> Settings:
+        """These settings holding the App's private key itself, read from
+        ``PATCHWRIGHT_PRIVATE_KEY_PATH`` now — once, when a long-running command starts — so
+        the running process never reads the file again (replacing or deleting it afterwards
+        changes nothing until a restart). The path stays known, so the agent's sandbox still
+        hides the file. Raises :class:`ConfigError` when the file cannot be read or holds no
+        key; without any key configured, returns these settings unchanged."""
+        if self.private_key is not None and self.private_key.get_secret_value().strip():
+            return self
+        if self.private_key_path is None:
+            return self
+        return self.model_copy(update={"private_key": SecretStr(self.private_key_pem())})
 
     @property
     def is_sqlite(self) -> bool:

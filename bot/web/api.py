@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 ACTOR = "api"  # the audit trail's actor for changes made through this API
 AUTHOR = "the API"  # how rule reasons name who asked ("Paused by the API.")
 MAX_ID_CHARS = 200
+INVALID_ID = "No {kind} with that id: an id is 1 to {max} printable characters."
 MAX_INSTRUCTIONS_CHARS = 20_000
 TASK_LIST_DEFAULT, TASK_LIST_MAX = 500, 1000
 DELIVERY_LIST_DEFAULT, DELIVERY_LIST_MAX = 100, 1000
@@ -126,10 +127,18 @@ def parse_limit(value: str | None, *, default: int, maximum: int) -> int:
     return parse_positive_int("limit", value, maximum=maximum) or default
 
 
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` can name a task or delivery: 1 to :data:`MAX_ID_CHARS` printable
+    characters. A NUL byte (which PostgreSQL refuses in text), any other control or format
+    character, a lone surrogate (bytes that were not UTF-8) or an absurd length cannot."""
+    return 0 < len(value) <= MAX_ID_CHARS and value.isprintable()
+
+
 def check_id(kind: str, value: str) -> str:
-    """An id from the path; an absurdly long one cannot exist (404 without asking the store)."""
-    if not value or len(value) > MAX_ID_CHARS:
-        raise ApiError(404, f"No {kind} {value[:MAX_ID_CHARS]!r}.")
+    """An id from the path. One that cannot exist (:func:`is_valid_id`) is a 404 without
+    asking the store, and the answer does not repeat it."""
+    if not is_valid_id(value):
+        raise ApiError(404, INVALID_ID.format(kind=kind, max=MAX_ID_CHARS))
     return value
 
 

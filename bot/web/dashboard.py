@@ -37,6 +37,8 @@ from bot.web.api import (
 from bot.web.auth import (
     COOKIE_MAX_AGE_S,
     COOKIE_NAME,
+    TOO_MANY_LOGINS,
+    LoginLimiter,
     safe_next_path,
     session_cookie_value,
     token_matches,
@@ -57,6 +59,7 @@ BOARD_ORDER: tuple[Status, ...] = (
 BOARD_LIMIT = 500
 DELIVERIES_LIMIT = 200
 LOG_LINES_SHOWN = 2000  # per attempt; the API has them all
+WRONG_TOKEN = "That token is not right."
 
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": (
@@ -463,11 +466,13 @@ class Dashboard:
         clock: Callable[[], datetime],
         html_base: str,
         admin_token: str | None,
+        login_limiter: LoginLimiter | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.html_base = html_base
         self._admin_token = admin_token
+        self._logins = login_limiter or LoginLimiter()
 
     def _page(self, request: web.Request, title: str, content: str, **kwargs: Any) -> web.Response:
         if wants_fragment(request):
@@ -535,8 +540,17 @@ class Dashboard:
     def _login(self, request: web.Request, token: str, next_path: str) -> web.StreamResponse:
         if not self._admin_token:
             return self._login_form(next_path, status=403)
+        client = request.remote or "unknown"
+        wait = self._logins.retry_after(client)
+        if wait is not None:  # checked before the token: no guessing while blocked
+            message = TOO_MANY_LOGINS.format(seconds=wait)
+            response = html_response(render_message("Log in", message), status=429)
+            response.headers["Retry-After"] = str(wait)
+            return response
         if not token or not token_matches(token, self._admin_token):
-            return self._login_form(next_path, error="That token is not right.", status=401)
+            self._logins.record_failure(client)
+            return self._login_form(next_path, error=WRONG_TOKEN, status=401)
+        self._logins.forget(client)
         response = redirect(next_path)
         response.set_cookie(
             COOKIE_NAME,

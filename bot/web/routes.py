@@ -22,7 +22,7 @@ from bot.store.base import Store
 from bot.tasks.model import utcnow
 from bot.web import views
 from bot.web.api import WebApi, error_response, json_errors
-from bot.web.auth import Access, decide_access, request_credentials
+from bot.web.auth import Access, LoginLimiter, decide_access, request_credentials
 from bot.web.dashboard import (
     Dashboard,
     e,
@@ -48,6 +48,8 @@ class WebOptions:
     """Tunables of the web surface (tests shorten the event stream's timings)."""
 
     events: EventStreamOptions = field(default_factory=EventStreamOptions)
+    #: The login form's rate limit; None: :class:`~bot.web.auth.LoginLimiter`'s defaults.
+    login_limiter: LoginLimiter | None = None
 
 
 class Guard:
@@ -122,12 +124,15 @@ def add_web_routes(
     app[METRICS_KEY] = metrics
     app[TASK_FEED_KEY] = feed
 
-    guard = Guard(admin_token=admin_token or None, private_read=settings.private_read_api)
+    guard = Guard(admin_token=admin_token or None, private_read=settings.read_api_private)
     api = WebApi(
         store, clock=clock, html_base=html_base, mention=_mention(settings), feed=feed,
         stream_options=options.events,
     )
-    dash = Dashboard(store, clock=clock, html_base=html_base, admin_token=admin_token or None)
+    dash = Dashboard(
+        store, clock=clock, html_base=html_base, admin_token=admin_token or None,
+        login_limiter=options.login_limiter,
+    )
 
     async def metrics_handler(request: web.Request) -> web.Response:
         body, content_type = await metrics.render(store, request.headers.get("Accept", ""))
