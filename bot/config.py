@@ -147,8 +147,11 @@ class Settings(BaseSettings):
     agent_file_size_mb: int = Field(
         default=1024, ge=1, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_FILE_SIZE_MB", "agent_file_size_mb")
     )
-    agent_checkout_mb: int = Field(
-        default=4096, ge=1, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_CHECKOUT_MB", "agent_checkout_mb")
+    agent_disk_mb: int = Field(
+        default=4096,
+        ge=1,
+        description="What one agent run may write: its checkout, home and temporary files (MB)",
+        validation_alias=AliasChoices("PATCHWRIGHT_AGENT_DISK_MB", "agent_disk_mb"),
     )
     admin_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("PATCHWRIGHT_ADMIN_TOKEN", "admin_token")
@@ -356,6 +359,10 @@ class AgentChoice(_Strict):
 
 class AgentConfig(AgentChoice):
     network: bool = Field(default=True, description="Allow the agent network access in the sandbox")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (`host` or `host:port`) the agent may reach on private networks (not the server's own addresses)",
+    )
     timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
     by_label: dict[str, AgentChoice] = Field(
         default_factory=dict, description="Agent choice for issues carrying a given label"
@@ -394,6 +401,12 @@ class RepoConfig(_Strict):
     allowed_bots: list[str] = Field(default_factory=list)
     command_aliases: list[str] = Field(default_factory=list)
     max_concurrent_tasks: int = Field(default=2, ge=1, le=100)
+    max_file_size_mb: float = Field(
+        default=10,
+        gt=0,
+        le=100,
+        description="The largest file (MiB) the bot pushes; GitHub refuses files over 100 MiB",
+    )
 
     @field_validator("command_aliases")
     @classmethod

@@ -49,7 +49,8 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from bot import messages
-from bot.app import RUNTIME_KEY, Runtime, create_app, start_runtime
+from bot.agents.sandbox import BwrapProbe
+from bot.app import RUNTIME_KEY, IngressRunner, Runtime, create_app, start_runtime
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from bot.sandbox import fake_agent
@@ -65,7 +66,7 @@ from bot.store.base import (
     TaskEvent,
 )
 from bot.store.factory import SERVE_LEDGER_WRITER, open_store
-from bot.store.postgres import redact_url
+from bot.logs import redact_url
 from bot.tasks.model import RetryKind, Status, Task
 from bot.worker.pool import WorkerPool
 from bot.worker.runner import RunnerOptions
@@ -356,7 +357,7 @@ class DemoWorld:
         await self.store.migrate()
 
         app_server = create_app(self.settings, store=self.store, runtime=self._start_runtime)
-        self._runner = web.AppRunner(app_server, access_log=None)
+        self._runner = IngressRunner(app_server, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -1086,6 +1087,16 @@ def run_from_args(args: argparse.Namespace, environ: Mapping[str, str], out: Tex
         return 130
 
 
+def demo_sandbox(requested: str | None, probe: BwrapProbe) -> str:
+    """The sandbox the demo runs its agent in: what ``PATCHWRIGHT_SANDBOX`` says, else
+    bubblewrap where it works and none where it does not (the demo's agent is the project's
+    own deterministic script, not a model: it needs no sandbox, and a fresh machine may have
+    no bubblewrap). ``patchwright serve`` never makes that choice by itself."""
+    if requested:
+        return requested
+    return "bwrap" if probe.available() else "none"
+
+
 def _prepare_root(data_dir: Path | None) -> tuple[Path, bool]:
     """(root, temporary). A given directory must be new or empty."""
     if data_dir is None:
@@ -1112,7 +1123,7 @@ async def run_demo(options: DemoOptions, *, environ: Mapping[str, str], out: Tex
     log_file = log_path.open("a", encoding="utf-8")
     _log_to(log_file)
     schema = f"patchwright_demo_{secrets.token_hex(4)}" if options.postgres else None
-    sandbox = environ.get("PATCHWRIGHT_SANDBOX", "auto")
+    sandbox = demo_sandbox(environ.get("PATCHWRIGHT_SANDBOX"), BwrapProbe())
     world: DemoWorld | None = None
     status = 1
     started = time.monotonic()
@@ -1128,7 +1139,8 @@ async def run_demo(options: DemoOptions, *, environ: Mapping[str, str], out: Tex
         db = redact_url(options.postgres) + f" (schema {schema})" if options.postgres else str(root / "patchwright.db")
         console.line(f"  GitHub emulator  {world.emulator.base_url}   repository {REPO} (CI: {world.ci_command})")
         console.line(f"  bot              {world.bot_url}   database {db}")
-        console.line(f"  agent            the command preset running bot/sandbox/fake_agent.py (sandbox: {sandbox})")
+        console.line(f"  agent            the command preset running bot/sandbox/fake_agent.py (sandbox: {sandbox}"
+                     + (", bubblewrap does not work here; the demo's own agent needs none)" if sandbox == "none" else ")"))
         console.line()
         console.line("The story: a maintainer labels an issue; a reviewer asks for a change; a conflicting commit")
         console.line("lands on main; the maintainer merges. Everything else is the bot.")

@@ -183,6 +183,7 @@ class StatusCard:
     reason: str = ""  # what is happening now, in plain words (e.g. the retry reason)
     salvage_branches: Sequence[str] = ()
     trigger_label: str = DEFAULT_TRIGGER_LABEL
+    unsandboxed: bool = False  # the server runs agents with `PATCHWRIGHT_SANDBOX=none`
 
     @property
     def budget_left(self) -> int:
@@ -274,6 +275,8 @@ def _card_lines(card: StatusCard) -> list[str]:
     )
     if card.pr_url:
         lines.append(f"**Pull request:** {_safe_url(card.pr_url)}")
+    if card.unsandboxed:
+        lines.append(UNSANDBOXED_NOTE)
     attempts = card.attempt_lines()
     if attempts:
         lines += ["", "| attempt | kind | outcome | cost |", "|---:|---|---|---:|"]
@@ -313,6 +316,27 @@ def _safe_url(url: str) -> str:
 def render_task_card(card: StatusCard) -> str:
     """The task card replied to ``status``."""
     return "\n".join(_card_lines(card)) + "\n"
+
+
+#: Why no agent runs: bubblewrap does not work and the operator did not choose `none`.
+SANDBOX_UNAVAILABLE = (
+    "bubblewrap does not work on this server ({problem}), and agents never run unsandboxed unless "
+    "the operator says so: install bubblewrap (and allow user namespaces), or set "
+    "`PATCHWRIGHT_SANDBOX=none` knowing that the agent then sees everything the server sees"
+)
+#: Logged when a worker pool starts with `PATCHWRIGHT_SANDBOX=none`.
+UNSANDBOXED_STARTUP_WARNING = (
+    "PATCHWRIGHT_SANDBOX=none: agents run WITHOUT a sandbox and can read and reach whatever this "
+    "server can (its settings, key, database and local services); every task's status comment says so"
+)
+#: The attempt ended before the agent started, for ``reason``.
+AGENT_NOT_RUN = "The agent did not run: {reason}. Then use `{mention} retry`."
+
+#: On the status card when the server runs agents without a sandbox.
+UNSANDBOXED_NOTE = (
+    "**Warning:** the agent runs **without a sandbox** on this server (`PATCHWRIGHT_SANDBOX=none`): "
+    "it can read and reach whatever the server can."
+)
 
 
 def render_status_comment(card: StatusCard) -> str:

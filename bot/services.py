@@ -95,8 +95,9 @@ class RepoConfigs:
 class StatusReporter:
     """The status comment (one per issue, edited in place) and the optional state labels."""
 
-    def __init__(self, store: Store, *, mention: str, bot_login: str):
+    def __init__(self, store: Store, *, mention: str, bot_login: str, unsandboxed: bool = False):
         self._store = store
+        self._unsandboxed = unsandboxed
         self._mention = mention
         self._bot_login = bot_login
         self._last_body: cachetools.LRUCache = cachetools.LRUCache(maxsize=4096)
@@ -125,6 +126,7 @@ class StatusReporter:
             mention=self._mention,
             reason=render_reason(reason or task.retry_reason, self._mention),
             trigger_label=trigger_label,
+            unsandboxed=self._unsandboxed,
             salvage_branches=[wip_branch(task.id, a.number) for a in attempts if a.outcome == "salvaged"],
         )
 
@@ -330,7 +332,9 @@ def build_services(
     on_stop_agent: Callable[[str], None] | None = None,
 ) -> Services:
     mention = f"@{app_slug}"
-    reporter = StatusReporter(store, mention=mention, bot_login=f"{app_slug}[bot]")
+    reporter = StatusReporter(
+        store, mention=mention, bot_login=f"{app_slug}[bot]", unsandboxed=settings.sandbox == "none"
+    )
     return Services(
         settings=settings,
         store=store,

@@ -14,11 +14,12 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import socket
 import threading
 import types
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -261,3 +262,52 @@ def leaks() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         token_forms=token_forms, files_containing=files_containing, sampling_cmdlines=sampling_cmdlines
     )
+
+
+def _measure_peak_rss() -> contextlib.AbstractContextManager[dict[str, float]]:
+    """The peak resident memory of this process (the server's side: worker, store, emulator)
+    while the block runs, over its start, in MiB (``result["MiB"]``): VmHWM after resetting it
+    through /proc/self/clear_refs where allowed, and VmRSS sampled every few milliseconds.
+    Child processes (git, the agent) are not counted."""
+
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M)
+        assert match is not None
+        return int(match.group(1))
+
+    @contextlib.contextmanager
+    def measure() -> Iterator[dict[str, float]]:
+        result: dict[str, float] = {}
+        base = status("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            reset = True
+        except OSError:
+            reset = False
+        sampled = [base]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.002):
+                sampled.append(status("VmRSS"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield result
+        finally:
+            done.set()
+            sampler.join()
+            peak = max(max(sampled), status("VmHWM") if reset else 0)
+            result["MiB"] = (peak - base) / 1024
+            result["samples"] = len(sampled)
+
+    return measure()
+
+
+@pytest.fixture
+def peak_rss() -> Callable[[], contextlib.AbstractContextManager[dict[str, float]]]:
+    """``with peak_rss() as grown: …`` then ``grown["MiB"]``: see :func:`_measure_peak_rss`."""
+    return _measure_peak_rss

@@ -33,8 +33,10 @@ Steps (one key each; relative paths are relative to the checkout, ``{out}`` in a
   ``{"ignore_sigterm": true}``
 - ``{"touch": "path"}``, ``{"wait_for": "path", "timeout": 60}``: rendezvous with a test
 - ``{"dump_env": "path"}``: the environment as JSON
-- ``{"probe": {"write": [paths], "read": [paths], "connect": ["host:port"], "report": "path"}}``:
-  try each operation and write what happened as JSON (sandbox tests)
+- ``{"probe": {"write": [paths], "read": [paths], "list": [dirs], "connect": ["host:port"],
+  "unix": [socket paths], "proxy": ["host:port"], "report": "path"}}``: try each operation
+  (``proxy``: a CONNECT through ``HTTPS_PROXY``, then "ping") and write what happened as JSON
+  (sandbox tests)
 - ``{"exit": code}``: stop here with that exit code
 
 With ``--out DIR`` every run also records ``DIR/run-<attempt>.json`` (argv, environment,
@@ -341,9 +343,44 @@ class Agent:
                     report["connect"][raw] = "ok"
             except OSError as exc:
                 report["connect"][raw] = f"{type(exc).__name__}: {exc}"
+        report["unix"] = {}
+        for raw in spec.get("unix", []):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(3)
+                    sock.connect(raw)
+                report["unix"][raw] = "ok"
+            except OSError as exc:
+                report["unix"][raw] = f"{type(exc).__name__}: {exc}"
+        report["list"] = {}
+        for raw in spec.get("list", []):
+            try:
+                report["list"][raw] = "ok: " + " ".join(sorted(os.listdir(raw))[:50])
+            except OSError as exc:
+                report["list"][raw] = f"{type(exc).__name__}: {exc.strerror}"
+        report["proxy"] = {raw: _through_proxy(str(raw)) for raw in spec.get("proxy", [])}
         target = self.path(str(spec.get("report", "probe.json")))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(report, indent=1))
+
+
+def _through_proxy(target: str) -> str:
+    """CONNECT to ``host:port`` through the HTTPS_PROXY the sandbox gives, then say "ping"
+    and report the answer (or the proxy's status line)."""
+    proxy = os.environ.get("HTTPS_PROXY", "")
+    if not proxy.startswith("http://"):
+        return "no proxy"
+    host, _, port = proxy[len("http://") :].rstrip("/").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            head = sock.recv(4096).split(b"\r\n")[0].decode("latin-1")
+            if " 200 " not in head:
+                return head
+            sock.sendall(b"ping")
+            return "tunnel: " + sock.recv(100).decode("latin-1")
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

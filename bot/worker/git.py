@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import hashlib
 import os
@@ -25,10 +26,11 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from .branches import (
@@ -38,7 +40,7 @@ from .branches import (
     task_branch,
     wip_branch,
 )
-from .guard import ChangedFile, redact
+from .guard import ChangedFile, GuardPolicy, Violation, redact
 
 __all__ = [
     "BranchNotFoundError",
@@ -49,6 +51,7 @@ __all__ = [
     "MergeOutcome",
     "PushResult",
     "UnresolvedMergeError",
+    "UnstageablePathError",
     "Workspaces",
     "bot_identity",
     "task_branch",
@@ -79,6 +82,16 @@ EXCLUDE_STATE_DIR = f":(exclude){STATE_DIR}"
 MAX_PUSH_ROUNDS = 4
 NETWORK_TIMEOUT = 600.0
 COMMAND_TIMEOUT = 300.0
+#: git's output that may be large (diffs) is read in chunks of this size…
+STREAM_CHUNK = 64 * 1024
+#: …and a line longer than this reaches the scans in pieces of this size.
+MAX_LINE_PIECE = 256 * 1024
+#: How much of a streaming command's stderr is kept for its error message.
+STDERR_KEPT = 64 * 1024
+#: Files larger than this (GitHub's own limit) are not read for conflict markers.
+MARKER_SCAN_LIMIT = 100 * 1024 * 1024
+#: At most this many files too large to read are left out of one diff by pathspec.
+MAX_EXCLUDED_PATHS = 200
 
 # Config every git call gets with the highest precedence: no hooks (an agent may have written
 # some), no credential helpers, no fsmonitor daemon.
@@ -99,7 +112,7 @@ _AUTH_FAILURE = re.compile(
 )
 _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(?:basic|bearer|token)?\s*\S+")
 _USERINFO = re.compile(r"(?i)(https?://)[^/@\s]+@")
-_MARKER_LINE = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |$)")
+_MARKER_LINE = re.compile(r"^(?:<{7}|>{7}|\|{7})(?: |\r*$)", re.MULTILINE)
 
 
 # --------------------------------------------------------------------------------------
@@ -170,6 +183,16 @@ class UnresolvedMergeError(GitCommandError):
 
     def __init__(self, message: str, *, paths: Sequence[str]) -> None:
         super().__init__(message, command="commit")
+        self.paths = tuple(paths)
+
+
+class UnstageablePathError(GitCommandError):
+    """``git add`` refused paths in the worktree (an invalid path such as ``.GIT/config``, an
+    embedded repository without a commit, an unreadable file): the agent's doing, so not a
+    transient failure. ``paths`` are the paths git named, in order."""
+
+    def __init__(self, message: str, *, paths: Sequence[str], returncode: int | None, output: str) -> None:
+        super().__init__(message, command="add", returncode=returncode, output=output)
         self.paths = tuple(paths)
 
 
@@ -302,52 +325,197 @@ def parse_push_porcelain(text: str, dst_ref: str) -> PushRefStatus | None:
     return None
 
 
-def parse_raw_diff(raw: bytes) -> list[tuple[str, str | None, str]]:
-    """``git diff --raw -z`` → (status letter, old path for renames/copies, path)."""
+@dataclass(frozen=True)
+class DiffEntry:
+    """One line of ``git diff --raw``: status letter, paths, and the new side's mode and
+    object id (zeros for a deletion)."""
+
+    status: str
+    path: str
+    old_path: str | None = None
+    new_mode: str = ""
+    new_sha: str = ""
+
+
+def parse_raw_entries(raw: bytes) -> list[DiffEntry]:
+    """``git diff --raw -z --no-abbrev`` → its entries, in git's order."""
     fields = raw.decode("utf-8", "surrogateescape").split("\0")
-    entries: list[tuple[str, str | None, str]] = []
+    entries: list[DiffEntry] = []
     i = 0
     while i < len(fields):
         meta = fields[i]
         if not meta.startswith(":"):
             i += 1
             continue
-        letter = meta.split(" ")[-1][:1]
+        parts = meta[1:].split(" ")
+        letter = parts[-1][:1]
+        new_mode = parts[1] if len(parts) >= 5 else ""
+        new_sha = parts[3] if len(parts) >= 5 else ""
         if letter in ("R", "C") and i + 2 < len(fields):
-            entries.append((letter, _decode_path(fields[i + 1]), _decode_path(fields[i + 2])))
+            entries.append(
+                DiffEntry(letter, _decode_path(fields[i + 2]), _decode_path(fields[i + 1]), new_mode, new_sha)
+            )
             i += 3
         elif i + 1 < len(fields):
-            entries.append((letter, None, _decode_path(fields[i + 1])))
+            entries.append(DiffEntry(letter, _decode_path(fields[i + 1]), None, new_mode, new_sha))
             i += 2
         else:
             break
     return entries
 
 
-def split_patches(text: str) -> list[str]:
-    """``git diff -p`` output → one text per file, from its first hunk on ("" without hunks)."""
-    sections: list[list[str]] = []
-    for line in text.split("\n"):
-        if line.startswith("diff --git "):
-            sections.append([])
-        elif sections:
-            sections[-1].append(line)
-    patches = []
-    for lines in sections:
-        start = next((i for i, line in enumerate(lines) if line.startswith("@@")), None)
-        patches.append("" if start is None else "\n".join(lines[start:]))
-    return patches
+def parse_raw_diff(raw: bytes) -> list[tuple[str, str | None, str]]:
+    """``git diff --raw -z`` → (status letter, old path for renames/copies, path)."""
+    return [(e.status, e.old_path, e.path) for e in parse_raw_entries(raw)]
 
 
-def added_lines(patch: str) -> str:
-    """The lines a hunk text adds, without their ``+``, joined by newlines."""
-    return "\n".join(line[1:] for line in patch.split("\n") if line.startswith("+"))
+def parse_batch_sizes(raw: bytes) -> dict[str, int]:
+    """``git cat-file --batch-check='%(objectname) %(objecttype) %(objectsize)'`` → the size
+    of each blob (missing objects and other types left out)."""
+    sizes: dict[str, int] = {}
+    for line in raw.decode("ascii", "replace").splitlines():
+        parts = line.split(" ")
+        if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit():
+            sizes[parts[0]] = int(parts[2])
+    return sizes
+
+
+_DIFF_HEADER = b"diff --git "
+_PLUS = ord("+")
+# For each kind of hunk line: the end of a run of such lines (a newline not followed by one).
+_RUN_END = {c: re.compile(rb"\n(?!" + re.escape(bytes([c])) + rb")") for c in b"+- \\"}
+
+
+class AddedLinesParser:
+    """Reads ``git diff -p`` output as it streams and hands on what each file adds.
+
+    ``on_file()`` is called at each file's ``diff --git`` header, ``on_added(data)`` with
+    added lines of the current file: without their ``+``, each ending in ``\\n``, many lines
+    at a time; a line longer than ``max_piece`` arrives in pieces. Holds at most the last
+    chunk fed and ``max_piece`` bytes, whatever the size of a file or a line."""
+
+    def __init__(
+        self,
+        on_file: Callable[[], None],
+        on_added: Callable[[bytes], None],
+        *,
+        max_piece: int = MAX_LINE_PIECE,
+    ) -> None:
+        self._on_file = on_file
+        self._on_added = on_added
+        self._max_piece = max_piece
+        self._buf = b""
+        self._in_hunks = False
+        self._rest_of_line: bool | None = None  # inside a long line: whether it is added text
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf = self._buf + chunk if self._buf else bytes(chunk)
+        self._parse(final=False)
+
+    def close(self) -> None:
+        self._parse(final=True)
+        self._buf = b""
+
+    def _parse(self, *, final: bool) -> None:
+        buf, pos, n = self._buf, 0, len(self._buf)
+        while pos < n:
+            if self._rest_of_line is not None:
+                newline = buf.find(b"\n", pos)
+                end = n if newline == -1 else newline + 1
+                if self._rest_of_line:
+                    self._on_added(buf[pos:end])
+                pos = end
+                if newline != -1:
+                    self._rest_of_line = None
+                continue
+            newline = buf.find(b"\n", pos)
+            if newline == -1 and not final and n - pos <= self._max_piece:
+                break  # wait for the rest of the line
+            first = buf[pos]
+            if self._in_hunks and first in _RUN_END:
+                pos = self._run(buf, pos, first, final)
+                continue
+            if buf.startswith(_DIFF_HEADER, pos):
+                self._on_file()
+                self._in_hunks = False
+            elif buf.startswith(b"@@", pos):
+                self._in_hunks = True
+            if newline == -1:
+                self._rest_of_line = None if final else False
+                pos = n
+            else:
+                pos = newline + 1
+        self._buf = buf[pos:]
+
+    def _run(self, buf: bytes, pos: int, first: int, final: bool) -> int:
+        """Consume the lines from ``pos`` that start with ``first``; returns the new position."""
+        n = len(buf)
+        match = _RUN_END[first].search(buf, pos)
+        if match is not None:
+            end, after = match.start(), match.start() + 1
+        else:
+            last = buf.rfind(b"\n", pos)
+            if last == -1:  # one unfinished line, long (or the end of the output)
+                if first == _PLUS:
+                    self._on_added(buf[pos + 1 : n])
+                self._rest_of_line = None if final else first == _PLUS
+                return n
+            end, after = last, last + 1
+        if first == _PLUS:
+            self._on_added(buf[pos + 1 : end].replace(b"\n+", b"\n") + b"\n")
+        return after
+
+
+_ADD_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^error: invalid path '(.*)'$"), "invalid path"),
+    (re.compile(r"^error: '(.*)' does not have a commit checked out$"), "a git repository without a commit"),
+    (re.compile(r"^error: open\(\"(.*)\"\): (.*)$"), ""),
+    (re.compile(r"^error: readlink\(\"(.*)\"\): (.*)$"), ""),
+    (re.compile(r"^error: (.*): can only add regular files, symbolic links or git-directories$"), "not a regular file"),
+    (re.compile(r"^error: (.*): failed to insert into database$"), ""),
+    (re.compile(r"^error: unable to index file '(.*)'$"), ""),
+    (re.compile(r"^error: unable to add '(.*)' to index$"), ""),
+)
+
+
+def parse_add_failure(stderr: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The paths ``git add`` refused, in order, and why (git's words; "" when it did not say)."""
+    reasons: dict[str, str] = {}
+    for line in stderr.splitlines():
+        line = line.rstrip("\r")
+        for pattern, reason in _ADD_FAILURES:
+            match = pattern.match(line)
+            if match:
+                path = match.group(1)
+                said = reason or (match.group(2) if match.lastindex and match.lastindex >= 2 else "")
+                if not reasons.get(path):
+                    reasons[path] = said
+                break
+    return tuple(reasons), tuple(reasons.values())
+
+
+def show_path(path: str, limit: int = 200) -> str:
+    """A path an agent chose, safe to print on one line: control characters escaped, long
+    paths shortened."""
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in path)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def unstageable_message(paths: Sequence[str], reasons: Sequence[str], detail: str) -> str:
+    """``git refuses to add .GIT/config (invalid path)`` (one line)."""
+    if not paths:
+        return f"git refuses to add the agent's files ({detail or 'no reason given'})"
+    named = [
+        show_path(path) + (f" ({reason})" if reason else "") for path, reason in zip(paths, reasons, strict=True)
+    ]
+    shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+    return f"git refuses to add {shown}"
 
 
 def conflict_marker_lines(text: str) -> int:
     """How many lines of ``text`` are merge conflict markers (``<<<<<<<``, ``|||||||``,
     ``>>>>>>>``; a bare ``=======`` alone is too common in prose to count)."""
-    return sum(1 for line in text.split("\n") if _MARKER_LINE.match(line.rstrip("\r")))
+    return sum(1 for _ in _MARKER_LINE.finditer(text))
 
 
 def parse_unmerged(raw: bytes) -> list[str]:
@@ -469,19 +637,17 @@ class GitRunner:
         env: Mapping[str, str] | None = None,
         check: bool = True,
         network: bool = False,
+        input: bytes | None = None,
     ) -> GitResult:
-        """Run ``git [--git-dir] [--work-tree] args``; raise :class:`GitCommandError` (with
-        redacted output) on a non-zero exit when ``check``."""
-        argv = [self.git]
-        if git_dir is not None:
-            argv.append(f"--git-dir={git_dir}")
-        if work_tree is not None:
-            argv.append(f"--work-tree={work_tree}")
-        argv.extend(args)
+        """Run ``git [--git-dir] [--work-tree] args`` (``input`` on its stdin); raise
+        :class:`GitCommandError` (with redacted output) on a non-zero exit when ``check``.
+        Its whole output is kept: for commands whose output the agent can make large, use
+        :meth:`stream`."""
+        argv = self._argv(args, git_dir, work_tree)
         timeout = self.network_timeout if network else self.command_timeout
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
@@ -489,7 +655,7 @@ class GitRunner:
             start_new_session=True,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except TimeoutError:
             await _kill(proc)
             raise GitCommandError(
@@ -502,6 +668,73 @@ class GitRunner:
         if check and result.returncode != 0:
             raise self.error(args[0], result, auth)
         return result
+
+    def _argv(self, args: Sequence[str], git_dir: Path | None, work_tree: Path | None) -> list[str]:
+        argv = [self.git]
+        if git_dir is not None:
+            argv.append(f"--git-dir={git_dir}")
+        if work_tree is not None:
+            argv.append(f"--work-tree={work_tree}")
+        argv.extend(args)
+        return argv
+
+    async def stream(
+        self,
+        args: Sequence[str],
+        consume: Callable[[bytes], None],
+        *,
+        git_dir: Path | None = None,
+        work_tree: Path | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Run a local git command and hand its stdout to ``consume`` in chunks of at most
+        :data:`STREAM_CHUNK` bytes as it comes: memory stays bounded whatever git prints.
+        Only the end of stderr is kept. Raises :class:`GitCommandError` on a non-zero exit
+        or after ``timeout`` (default: the command timeout); an exception from ``consume``
+        kills git and propagates."""
+        argv = self._argv(args, git_dir, work_tree)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=self.environment(None, env),
+            start_new_session=True,
+            limit=STREAM_CHUNK,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout, stderr = proc.stdout, proc.stderr
+        err_tail = bytearray()
+
+        async def drain_stderr() -> None:
+            while data := await stderr.read(STREAM_CHUNK):
+                err_tail.extend(data)
+                del err_tail[:-STDERR_KEPT]
+
+        async def pump() -> None:
+            while data := await stdout.read(STREAM_CHUNK):
+                consume(data)
+            await proc.wait()
+
+        limit = self.command_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(drain_stderr())
+                    group.create_task(pump())
+        except TimeoutError:
+            await _kill(proc)
+            raise GitCommandError(f"git {args[0]} timed out after {limit:g} s", command=args[0]) from None
+        except BaseException as exc:
+            await _kill(proc)
+            if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                raise exc.exceptions[0] from None
+            raise
+        if proc.returncode:
+            raise self.error(args[0], GitResult(proc.returncode, b"", bytes(err_tail)), None)
 
     @staticmethod
     def error(command: str, result: GitResult, auth: GitAuth | None) -> GitCommandError:
@@ -750,6 +983,34 @@ class Workspaces:
 # --------------------------------------------------------------------------------------
 
 
+class _Sink(Protocol):
+    """What the text a file adds streams into (e.g. :class:`bot.worker.guard.FileScan`)."""
+
+    @property
+    def wants_text(self) -> bool: ...
+
+    def feed(self, text: str) -> None: ...
+
+
+class _MarkerCount:
+    """Counts the conflict marker lines a file adds."""
+
+    def __init__(self, change: ChangedFile) -> None:
+        self.wants_text = not change.status.startswith("D") and (change.size or 0) <= MARKER_SCAN_LIMIT
+        self._complete = 0
+        self._partial = ""  # the start of the line not ended yet: only its start matters
+
+    @property
+    def markers(self) -> int:
+        return self._complete + conflict_marker_lines(self._partial)
+
+    def feed(self, text: str) -> None:
+        text = self._partial + text
+        cut = text.rfind("\n") + 1
+        self._partial = text[cut : cut + 64]
+        self._complete += conflict_marker_lines(text[:cut])
+
+
 @dataclass(eq=False)
 class Checkout:
     """A task's worktree. ``start_sha``: the head the attempt started from; ``remote_sha``:
@@ -770,12 +1031,22 @@ class Checkout:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _git(
-        self, *args: str, env: Mapping[str, str] | None = None, check: bool = True
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        input: bytes | None = None,
     ) -> GitResult:
         """Run git in the worktree. The git and work dirs are given explicitly, so a ``.git``
         file the agent rewrote is never followed."""
         return await self.workspaces.runner.run(
-            args, git_dir=self.admin_dir, work_tree=self.path, cwd=self.path, env=env, check=check
+            args,
+            git_dir=self.admin_dir,
+            work_tree=self.path,
+            cwd=self.path,
+            env=env,
+            check=check,
+            input=input,
         )
 
     def _in_progress(self) -> list[str]:
@@ -813,41 +1084,148 @@ class Checkout:
                 await self._git("read-tree", "HEAD", env={"GIT_INDEX_FILE": str(index)})
             yield {"GIT_INDEX_FILE": str(index)}
 
+    async def _stream(
+        self, args: Sequence[str], consume: Callable[[bytes], None], env: Mapping[str, str] | None = None
+    ) -> None:
+        """:meth:`GitRunner.stream` in the worktree (git and work dirs explicit, as in :meth:`_git`)."""
+        await self.workspaces.runner.stream(
+            args, consume, git_dir=self.admin_dir, work_tree=self.path, cwd=self.path, env=env
+        )
+
     async def _stage_all(self, env: Mapping[str, str] | None = None) -> None:
         """Stage every change except under ``.patchwright/`` (ignored through info/exclude;
-        unstaged again in case the repository tracks it)."""
-        await self._git("add", "--all", env=env)
+        unstaged again in case the repository tracks it). Raises
+        :class:`UnstageablePathError` when git refuses a path the agent wrote."""
+        added = await self._git("add", "--all", env=env, check=False)
+        if added.returncode != 0:
+            stderr = added.stderr.decode("utf-8", "replace")
+            paths, reasons = parse_add_failure(stderr)
+            if paths or "adding files failed" in stderr:
+                error = self.workspaces.runner.error("add", added, None)
+                detail = summarize_stderr(redact_git_output(stderr))
+                raise UnstageablePathError(
+                    redact(unstageable_message(paths, reasons, detail)),
+                    paths=paths,
+                    returncode=added.returncode,
+                    output=error.output,
+                )
+            raise self.workspaces.runner.error("add", added, None)
         await self._git("reset", "--quiet", "--", STATE_DIR, env=env)
 
-    async def _diff_files(
+    async def _changed_files(
         self, old: str, new: str | None, env: Mapping[str, str] | None = None
     ) -> list[ChangedFile]:
         """Files changed from ``old`` to ``new`` (a commit; ``None``: the index in ``env``),
-        with the text each adds (every file diffed as text, so attributes cannot hide it)."""
+        with the size of their new content as git stored it; no content is read."""
         revs = [old, new] if new is not None else ["--cached", old]
         raw = await self._git("diff", "--raw", "-z", *_DIFF_OPTIONS, *revs, "--", env=env)
-        entries = parse_raw_diff(raw.stdout)
-        patch = await self._git("diff", "-p", "-U0", "--text", *_DIFF_OPTIONS, *revs, "--", env=env)
-        patches = split_patches(patch.stdout.decode("utf-8", "replace"))
-        if len(patches) != len(entries):  # never attribute added text to the wrong file
-            patches = []
-            for _, old_path, path in entries:
-                paths = [p for p in (old_path, path) if p is not None]
-                one = await self._git(
-                    "diff", "-p", "-U0", "--text", *_DIFF_OPTIONS, *revs, "--", *paths, env=env
-                )
-                patches.append("\n".join(split_patches(one.stdout.decode("utf-8", "replace"))))
-        changes = []
-        for (letter, old_path, path), text in zip(entries, patches, strict=True):
-            changes.append(
-                ChangedFile(
-                    path=path,
-                    status=letter,
-                    added_text="" if letter == "D" else added_lines(text),
-                    old_path=old_path,
-                )
+        entries = parse_raw_entries(raw.stdout)
+        sizes = await self._blob_sizes(
+            e.new_sha for e in entries if e.status != "D" and e.new_mode != "160000"
+        )
+        return [
+            ChangedFile(
+                path=e.path,
+                status=e.status,
+                old_path=e.old_path,
+                size=None if e.status == "D" else sizes.get(e.new_sha),
             )
-        return changes
+            for e in entries
+        ]
+
+    async def _blob_sizes(self, shas: Iterable[str]) -> dict[str, int]:
+        """The size of each blob, from git's object database (``cat-file --batch-check``)."""
+        wanted = sorted({sha for sha in shas if sha and sha.strip("0")})
+        if not wanted:
+            return {}
+        out = await self._git(
+            "cat-file",
+            "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+            input=("\n".join(wanted) + "\n").encode("ascii"),
+        )
+        return parse_batch_sizes(out.stdout)
+
+    async def _scan_added(
+        self,
+        old: str,
+        new: str | None,
+        changes: Sequence[ChangedFile],
+        make_sink: Callable[[ChangedFile], _Sink],
+        env: Mapping[str, str] | None = None,
+    ) -> list[_Sink]:
+        """Stream the text each of ``changes`` adds (every file diffed as text, so attributes
+        cannot hide it) into its sink, in bounded memory. Files whose sink does not want the
+        text (deleted, too large) are left out of the diff, so git does not even read them."""
+        sinks = [make_sink(change) for change in changes]
+        listed = [i for i, change in enumerate(changes) if not change.status.startswith("D")]
+        wanted = [i for i in listed if sinks[i].wants_text]
+        if not wanted:
+            return sinks
+        skipped = [changes[i].path for i in listed if not sinks[i].wants_text]
+        if len(skipped) > MAX_EXCLUDED_PATHS:
+            return await self._scan_each(old, new, changes, wanted, make_sink, env)
+        revs = [old, new] if new is not None else ["--cached", old]
+        pathspecs = [":(top,exclude,literal)" + path for path in skipped]
+        position = -1
+        decoder: codecs.IncrementalDecoder | None = None
+
+        def on_file() -> None:
+            nonlocal position, decoder
+            if decoder is not None and 0 <= position < len(wanted):
+                sinks[wanted[position]].feed(decoder.decode(b"", final=True))
+            position += 1
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+        def on_added(data: bytes) -> None:
+            if decoder is not None and 0 <= position < len(wanted):
+                sinks[wanted[position]].feed(decoder.decode(data))
+
+        parser = AddedLinesParser(on_file, on_added)
+        await self._stream(
+            ["diff", "-p", "-U0", "--text", "--diff-filter=d", *_DIFF_OPTIONS, *revs, "--", *pathspecs],
+            parser.feed,
+            env=env,
+        )
+        parser.close()
+        on_file()
+        if position != len(wanted):  # never attribute added text to the wrong file
+            return await self._scan_each(old, new, changes, wanted, make_sink, env)
+        return sinks
+
+    async def _scan_each(
+        self,
+        old: str,
+        new: str | None,
+        changes: Sequence[ChangedFile],
+        wanted: Sequence[int],
+        make_sink: Callable[[ChangedFile], _Sink],
+        env: Mapping[str, str] | None,
+    ) -> list[_Sink]:
+        """:meth:`_scan_added` one file at a time (when git's output did not line up)."""
+        sinks = [make_sink(change) for change in changes]
+        revs = [old, new] if new is not None else ["--cached", old]
+        for index in wanted:
+            change, sink = changes[index], sinks[index]
+            paths = [p for p in (change.old_path, change.path) if p is not None]
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            parser = AddedLinesParser(lambda: None, lambda data, d=decoder, s=sink: s.feed(d.decode(data)))
+            await self._stream(
+                [
+                    "diff", "-p", "-U0", "--text", *_DIFF_OPTIONS, *revs, "--",
+                    *(":(top,literal)" + p for p in paths),
+                ],
+                parser.feed,
+                env=env,
+            )
+            parser.close()
+            sink.feed(decoder.decode(b"", final=True))
+        return sinks
+
+    async def _marked_paths(self, old: str, new: str | None, env: Mapping[str, str] | None = None) -> list[str]:
+        """Files whose added lines include merge conflict markers."""
+        changes = await self._changed_files(old, new, env)
+        sinks = await self._scan_added(old, new, changes, _MarkerCount, env)
+        return [change.path for change, sink in zip(changes, sinks, strict=True) if sink.markers]
 
     # -- public API --------------------------------------------------------------------------
 
@@ -870,8 +1248,24 @@ class Checkout:
         return await self.head()
 
     async def changes_since(self, sha: str) -> list[ChangedFile]:
-        """Files changed between ``sha`` and HEAD (committed work), with their added text."""
-        return await self._diff_files(sha, "HEAD")
+        """Files changed between ``sha`` and HEAD (committed work), with their sizes (no
+        content: see :meth:`check_since` and :meth:`scan_since`)."""
+        return await self._changed_files(sha, "HEAD")
+
+    async def check_since(self, sha: str, policy: GuardPolicy) -> list[Violation]:
+        """The pre-push checks (:class:`GuardPolicy`) of everything changed between ``sha``
+        and HEAD. File sizes are checked from git's object sizes before any content is read;
+        files over the limit are not read at all. The added text of the others streams
+        through the scans: the memory used does not grow with the size of the files."""
+        changes = await self._changed_files(sha, "HEAD")
+        scans = await self._scan_added(sha, "HEAD", changes, policy.scanner)
+        return [violation for scan in scans for violation in scan.finish()]
+
+    async def scan_since(self, sha: str, make_sink: Callable[[ChangedFile], _Sink]) -> list[_Sink]:
+        """Stream the text each file changed between ``sha`` and HEAD adds into
+        ``make_sink(file)`` (an object with ``wants_text`` and ``feed(text)``)."""
+        changes = await self._changed_files(sha, "HEAD")
+        return await self._scan_added(sha, "HEAD", changes, make_sink)
 
     async def has_diff_since(self, sha: str) -> bool:
         """Whether HEAD's tree, or uncommitted work, differs from ``sha``'s tree."""
@@ -1001,19 +1395,19 @@ class Checkout:
                 and await self._is_ancestor(base_sha, head)
                 and not await self._is_ancestor(base_sha, self.start_sha)
             ):
-                await self._refuse_markers(await self._diff_files(self.start_sha, "HEAD"), [])
+                await self._refuse_markers(await self._marked_paths(self.start_sha, "HEAD"), [])
                 return head  # the agent committed the merge itself
             raise GitCommandError("no merge is in progress", command="commit")
         async with self._temp_index() as env:
             await self._stage_all(env)
-            changes = await self._diff_files("HEAD", None, env=env)
+            marked = await self._marked_paths("HEAD", None, env=env)
         untouched = []
         for path in await self._unmerged_paths():
             if path in self._conflict_fingerprints:
                 now = await asyncio.to_thread(_fingerprint, self.path / path)
                 if now == self._conflict_fingerprints[path]:
                     untouched.append(path)
-        await self._refuse_markers(changes, untouched)
+        await self._refuse_markers(marked, untouched)
         conflicts = list(self._conflict_fingerprints)
         message = f"Merge branch '{self.base_branch}' into {self.branch}"
         if conflicts:
@@ -1121,10 +1515,7 @@ class Checkout:
             conflicts=tuple(conflicts),
         )
 
-    async def _refuse_markers(
-        self, changes: Sequence[ChangedFile], untouched: Sequence[str]
-    ) -> None:
-        marked = [c.path for c in changes if conflict_marker_lines(c.added_text)]
+    async def _refuse_markers(self, marked: Sequence[str], untouched: Sequence[str]) -> None:
         if not marked and not untouched:
             return
         parts = []

@@ -1,15 +1,31 @@
-"""Pre-push checks (SPEC §6.5): protected paths and secrets in what the agent changed.
+"""Pre-push checks (SPEC §6.5): protected paths, file sizes and secrets in what the agent changed.
 
-Pure functions over the diff the worker computes. A non-empty list of violations means the
-attempt fails with a clear message and nothing is pushed. Messages never contain a secret:
-only a short redacted prefix of it.
+A :class:`GuardPolicy` (protected paths, the secrets the bot holds, the largest file it
+pushes) makes one :class:`FileScan` per changed file; the worker streams each file's added
+lines into it (:meth:`FileScan.feed`, any chunking) and collects :meth:`FileScan.finish`.
+Memory stays bounded whatever the file's size: text is scanned in blocks of
+:data:`SCAN_BLOCK` characters with an overlap of :data:`SCAN_OVERLAP`, and nothing else of
+the file is kept. :func:`check_changes` is the same over texts already in memory.
+
+Secrets are looked for in the text as written, and also decoded: base64 and hex blobs
+(:data:`MIN_BASE64`/:data:`MIN_HEX` characters and up; at most :data:`MAX_DECODE_DEPTH`
+levels; only decodings that are text are scanned again), backslash and URL escapes, string
+literals split across concatenations or lines (``"ghp_abc" + "def…"``, JSON arrays of
+parts) and bare fragments on consecutive lines. The secrets the bot itself holds (webhook
+secret, App key, installation tokens) are found in plain, base64 and hex forms.
+
+A non-empty list of violations means the attempt fails with a clear message and nothing is
+pushed. Messages never contain a secret: only a short, public prefix of it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 DEFAULT_PROTECTED: tuple[str, ...] = (".github/workflows/**",)
 
@@ -22,13 +38,17 @@ class ChangedFile:
 
     ``status`` is git's letter (``A`` added, ``M`` modified, ``D`` deleted, ``R`` renamed,
     ``C`` copied, ``T`` type change). ``added_text`` is the added lines (for a new file, its
-    content); empty for deletions and binary files. ``old_path`` is the source of a rename/copy.
+    content) when the caller has them in memory; the worker streams them into a
+    :class:`FileScan` instead and leaves this empty. ``old_path`` is the source of a
+    rename/copy. ``size`` is the size in bytes of the file's new content (git's object size),
+    ``None`` when unknown or deleted.
     """
 
     path: str
     status: str = "M"
     added_text: str = ""
     old_path: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,86 +187,106 @@ def path_matches(path: str, patterns: Iterable[str]) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# secrets
+# secrets: the rules
 # --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class SecretRule:
     """One kind of secret: ``regex`` finds it; group ``group`` is the secret value, and
-    ``public_prefix`` matches the non-secret start of that value (shown in messages)."""
+    ``public_prefix`` matches the non-secret start of that value (shown in messages).
+
+    ``fast`` is ``regex`` without its leading word-boundary check, which would keep the regex
+    engine from jumping to the rule's literal prefix: scanning searches with ``fast`` and
+    checks the boundary itself. ``requires``: literals one of which a text must contain for
+    the rule to be tried at all."""
 
     rule: str
     label: str
     regex: re.Pattern[str]
     group: int = 0
     public_prefix: re.Pattern[str] | None = None
+    fast: re.Pattern[str] | None = None
+    requires: tuple[str, ...] = ()
+
+
+def _rule(
+    rule: str,
+    label: str,
+    pattern: str,
+    group: int = 0,
+    public_prefix: str | None = None,
+    *,
+    boundary: bool = True,
+    requires: tuple[str, ...] = (),
+) -> SecretRule:
+    """A rule whose ``pattern`` must start at a word boundary (unless ``boundary`` is off)."""
+    prefix = re.compile(public_prefix) if public_prefix else None
+    if not boundary:
+        return SecretRule(rule, label, re.compile(pattern), group, prefix, None, requires)
+    return SecretRule(
+        rule, label, re.compile(r"(?<![A-Za-z0-9_])" + pattern), group, prefix, re.compile(pattern), requires
+    )
 
 
 SECRET_RULES: tuple[SecretRule, ...] = (
-    SecretRule(
+    _rule(
         "private_key",
         "a private key",
-        re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+        boundary=False,
     ),
-    SecretRule(
+    # Installation tokens, old (ghs_ + 36) and stateless (ghs_<app id>_<JWT>, ~520 characters
+    # with dots; GitHub's recommended pattern is ghs_[A-Za-z0-9._]{36,}). Before the generic
+    # rule, so that redaction takes the whole token, not its part up to the first dot.
+    _rule(
         "github_token",
         "a GitHub token",
-        re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36,255})\b"),
+        r"(ghs_(?=[A-Za-z0-9._-]*[0-9])[A-Za-z0-9._-]{35,}[A-Za-z0-9_-])",
         1,
-        re.compile(r"gh[pousr]_"),
+        r"ghs_",
     ),
-    SecretRule(
+    _rule("github_token", "a GitHub token", r"(gh[pousr]_[A-Za-z0-9]{36,255})\b", 1, r"gh[pousr]_"),
+    _rule(
         "github_token",
         "a GitHub fine-grained token",
-        re.compile(r"\b(github_pat_[A-Za-z0-9_]{22,255})"),
+        r"(github_pat_[A-Za-z0-9_]{22,255})",
         1,
-        re.compile(r"github_pat_"),
+        r"github_pat_",
     ),
-    SecretRule(
-        "aws_access_key",
-        "an AWS access key id",
-        re.compile(r"\b((?:AKIA|ASIA)[A-Z0-9]{16})\b"),
-        1,
-        re.compile(r"AKIA|ASIA"),
-    ),
-    SecretRule(
+    _rule("aws_access_key", "an AWS access key id", r"((?:AKIA|ASIA)[A-Z0-9]{16})\b", 1, r"AKIA|ASIA"),
+    _rule(
         "aws_secret_key",
         "an AWS secret access key",
-        re.compile(
-            r"(?i)aws_?secret(?:_?access)?_?key[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
-        ),
+        r"(?i)aws_?secret(?:_?access)?_?key[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
         1,
+        boundary=False,
+        requires=("ecret", "ECRET"),
     ),
-    SecretRule(
+    _rule(
         "anthropic_key",
         "an Anthropic API key",
-        re.compile(r"\b(sk-ant-[A-Za-z0-9_\-]{20,})"),
+        r"(sk-ant-[A-Za-z0-9_\-]{20,})",
         1,
-        re.compile(r"sk-ant-(?:api\d\d-|admin\d\d-)?"),
+        r"sk-ant-(?:api\d\d-|admin\d\d-)?",
     ),
-    SecretRule(
+    _rule(
         "openai_key",
         "an OpenAI API key",
-        re.compile(r"\b(sk-(?!ant-)(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{20,})"),
+        r"(sk-(?!ant-)(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{20,})",
         1,
-        re.compile(r"sk-(?:proj-|svcacct-|admin-)?"),
+        r"sk-(?:proj-|svcacct-|admin-)?",
     ),
-    SecretRule(
-        "slack_token",
-        "a Slack token",
-        re.compile(r"\b(xox[abpr]-[A-Za-z0-9\-]{10,})"),
-        1,
-        re.compile(r"xox[abpr]-"),
-    ),
-    SecretRule(
+    _rule("slack_token", "a Slack token", r"(xox[abpr]-[A-Za-z0-9\-]{10,})", 1, r"xox[abpr]-"),
+    _rule(
         "google_api_key",
         "a Google API key",
-        re.compile(r"\b(AIza[0-9A-Za-z_\-]{35})(?![0-9A-Za-z_\-])"),
+        r"(AIza[0-9A-Za-z_\-]{35})(?![0-9A-Za-z_\-])",
         1,
-        re.compile(r"AIza"),
+        r"AIza",
     ),
 )
+_RULE_ORDER = {rule.rule: index for index, rule in reversed(list(enumerate(SECRET_RULES)))}
 
 _SSH_KEY_NAMES = frozenset({"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk"})
 _KEY_FILE_SUFFIXES = (".pem", ".key")
@@ -258,6 +298,7 @@ _ENV_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s
 _PLACEHOLDER = re.compile(
     r"(?i)(example|changeme|change_me|change-me|placeholder|your[_\-]|dummy|fake|xxx|todo|replace|redacted|<|\$\{|\{\{)"
 )
+_PEM_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 
 
 def redacted_hint(value: str, public_prefix: re.Pattern[str] | None = None) -> str:
@@ -275,14 +316,36 @@ def _secret_hint(match: re.Match[str], rule: SecretRule) -> str:
     return redacted_hint(match.group(rule.group), rule.public_prefix)
 
 
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _search(rule: SecretRule, text: str) -> re.Match[str] | None:
+    """The first match of ``rule`` in ``text`` (at a word boundary where the rule wants one)."""
+    if rule.requires and not any(literal in text for literal in rule.requires):
+        return None
+    if rule.fast is None:
+        return rule.regex.search(text)
+    pos = 0
+    while True:
+        match = rule.fast.search(text, pos)
+        if match is None:
+            return None
+        start = match.start()
+        if start == 0 or not _is_word(text[start - 1]):
+            return match
+        pos = start + 1
+
+
 def find_secrets(text: str) -> list[tuple[SecretRule, str]]:
-    """Every rule that fires on ``text``, once per rule, with a redacted hint of what it saw."""
+    """Every rule that fires on ``text`` as written, once per rule, with a redacted hint of
+    what it saw (no decoding: see :class:`FileScan` for that)."""
     found: list[tuple[SecretRule, str]] = []
     seen: set[str] = set()
     for rule in SECRET_RULES:
         if rule.rule in seen:
             continue
-        match = rule.regex.search(text)
+        match = _search(rule, text)
         if match:
             seen.add(rule.rule)
             found.append((rule, _secret_hint(match, rule)))
@@ -318,40 +381,413 @@ def _is_env_file(name: str) -> bool:
     return False
 
 
-def check_file(change: ChangedFile, *, protected: PathMatcher) -> list[Violation]:
-    """The violations one changed file causes (see :func:`check_changes`)."""
-    violations: list[Violation] = []
-    paths = [change.path] + ([change.old_path] if change.old_path and change.old_path != change.path else [])
-    for path in paths:
-        if protected.matches(path):
-            verb = "deletes" if change.status.startswith("D") else "changes"
-            if path != change.path:
-                verb = "moves"
+# --------------------------------------------------------------------------------------
+# secrets the bot holds
+# --------------------------------------------------------------------------------------
+
+#: Shorter known secrets are not looked for (they would match ordinary text).
+MIN_KNOWN_SECRET = 8
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSecret:
+    """A secret the bot itself holds (the webhook secret, the App's private key, an
+    installation token): refused in the agent's changes in plain, base64 and hex forms.
+    ``label`` names it in messages (``"the App's webhook secret"``); ``value`` never shows."""
+
+    label: str
+    value: str = field(repr=False)
+
+
+def _base64_cores(data: bytes) -> list[str]:
+    """The base64 text of ``data`` at each of the three byte alignments it can have inside a
+    longer base64 blob, without the edge characters that mix in neighbouring bytes."""
+    cores = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + data).decode("ascii").rstrip("=")
+        first = -(-8 * shift // 6)  # the first character made only of data's bits
+        last = (8 * (shift + len(data))) // 6
+        cores.append(encoded[first:last])
+    return cores
+
+
+def _encoded_forms(value: str) -> list[tuple[str, str]]:
+    data = value.encode("utf-8")
+    forms = [(value, ""), (data.hex(), "hex-encoded"), (data.hex().upper(), "hex-encoded")]
+    for core in _base64_cores(data):
+        forms += [(core, "base64-encoded"), (core.replace("+", "-").replace("/", "_"), "base64-encoded")]
+    return forms
+
+
+def known_secret_needles(secrets: Iterable[KnownSecret | str]) -> tuple[tuple[str, str, str], ...]:
+    """``(text to look for, label, how it is encoded)`` for each form of each secret: the
+    value, its base64 (at every alignment, standard and URL-safe) and hex. A PEM key is
+    looked for by its base64 lines (its header is public, and the guard refuses any
+    private-key header anyway); its base64 or hex forms are decoded by the scan. Forms that
+    contain another form are left out."""
+    forms: dict[str, tuple[str, str]] = {}
+    for secret in secrets:
+        if isinstance(secret, str):
+            secret = KnownSecret("a secret the bot holds", secret)
+        value = secret.value.strip()
+        if len(value) < MIN_KNOWN_SECRET:
+            continue
+        if _PEM_KEY.search(value):
+            candidates = [
+                (line.strip(), "")
+                for line in value.splitlines()
+                if len(line.strip()) >= 40 and not line.lstrip().startswith("-----") and ":" not in line
+            ]
+        else:
+            candidates = _encoded_forms(value)
+        for form, how in candidates:
+            if len(form) >= MIN_KNOWN_SECRET:
+                forms.setdefault(form, (secret.label, how))
+    kept: list[str] = []
+    for form in sorted(forms, key=len):
+        if not any(shorter in form for shorter in kept):
+            kept.append(form)
+    return tuple((form, *forms[form]) for form in kept)
+
+
+# --------------------------------------------------------------------------------------
+# decoding
+# --------------------------------------------------------------------------------------
+
+#: Text is scanned in blocks of this many characters…
+SCAN_BLOCK = 256 * 1024
+#: …each one with the end of the block before it, so that nothing this long is cut in two.
+SCAN_OVERLAP = 4096
+#: Shortest base64 and hex runs that are decoded (a secret's encoding is longer).
+MIN_BASE64 = 24
+MIN_HEX = 32
+#: How deep encodings are peeled (base64 of hex of …).
+MAX_DECODE_DEPTH = 2
+#: A decoding is scanned again only when it is text: this much of it is tried first.
+_SAMPLE = 32
+_TEXT_RATIO = 0.8
+
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{%d,}" % MIN_BASE64)
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_TEXT_BYTES = bytes([9, 10, 13, *range(32, 127)])
+_ESCAPE_HINT = re.compile(r"\\(?:u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[0-7]{3}|/)")
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.S)
+_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "0": "\0"}
+_PERCENT_HINT = re.compile(r"(?:%[0-9A-Fa-f]{2}){3}")
+# String literals, and runs of them joined by concatenation (+ . .. || , \ or just space,
+# line breaks included). Possessive quantifiers: no backtracking over long whitespace.
+_STRING = r'"(?:[^"\\\n]|\\.)*+"|\'(?:[^\'\\\n]|\\.)*+\'|`(?:[^`\\]|\\.)*+`'
+_LITERAL = re.compile(_STRING, re.S)
+_LITERAL_RUN = re.compile(
+    rf"(?:{_STRING})(?:\s*+(?:\+|\.\.?|\|\||,|\\)?+\s*+(?:{_STRING}))++", re.S
+)
+# Consecutive lines that are each one bare (or quoted) token-like fragment (searched in the
+# text after a newline: a leading literal is much faster to search for than ``^``).
+_FRAGMENT = r"[A-Za-z0-9+/=_.-]"
+_FRAGMENT_LINES = re.compile(
+    rf"\n(?:[ \t]*+[\"'`]?{_FRAGMENT}{{4,}}+[\"'`]?[ \t]*+[,+\\]?[ \t]*+(?=\n|\Z)\n?){{2,}}"
+)
+_FRAGMENT_TEXT = re.compile(rf"{_FRAGMENT}+")
+
+
+def _is_text(data: bytes) -> bool:
+    if not data:
+        return False
+    return len(data.translate(None, _TEXT_BYTES)) <= len(data) * (1 - _TEXT_RATIO)
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return binascii.a2b_base64(text)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _decode_base64(run: str) -> str | None:
+    """The text a base64 (or base64url) run encodes, trying each alignment of a run that may
+    have been cut out of a longer blob; ``None`` when it is not text."""
+    body = run.rstrip("=")
+    if "-" in body or "_" in body:
+        body = body.replace("-", "+").replace("_", "/")
+    a2b, text_bytes, most = binascii.a2b_base64, _TEXT_BYTES, _SAMPLE * 3 // 4 * (1 - _TEXT_RATIO)
+    for shift in range(4):
+        if len(body) - shift < MIN_BASE64 - 3:
+            return None
+        # whole quanta of base64 characters: decoding them cannot fail
+        sample = a2b(body[shift : shift + min(_SAMPLE, (len(body) - shift) // 4 * 4)])
+        if len(sample.translate(None, text_bytes)) > most:
+            continue
+        part = body[shift:]
+        whole = len(part) - len(part) % 4
+        data = _b64(part[:whole])
+        rest = part[whole:]
+        if len(rest) >= 2:
+            data += _b64(rest + "=" * (4 - len(rest)))
+        return data.decode("utf-8", "replace") if _is_text(data) else None
+    return None
+
+
+def _decode_hex(run: str) -> str | None:
+    """The text an all-hex run encodes (at either alignment); ``None`` when it is not text."""
+    for shift in (0, 1):
+        part = run[shift:]
+        part = part[: len(part) - len(part) % 2]
+        if not _is_text(bytes.fromhex(part[:_SAMPLE])):
+            continue
+        data = bytes.fromhex(part)
+        return data.decode("utf-8", "replace") if _is_text(data) else None
+    return None
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    escape = match.group(1)
+    if escape[0] in "ux" and len(escape) > 1:
+        return chr(int(escape[1:], 16))
+    if escape[0] in "01234567" and (len(escape) > 1 or escape != "0"):
+        return chr(int(escape, 8))
+    return _SIMPLE_ESCAPES.get(escape, escape)
+
+
+def _decodings(text: str) -> Iterator[tuple[str, str]]:
+    """``(decoded text, how)`` for every encoded blob in ``text`` worth scanning again."""
+    for match in _B64_RUN.finditer(text):
+        run = match.group()
+        if len(run) >= MIN_HEX:
+            digits = run[2:] if run[:2] in ("0x", "0X") else run
+            if len(digits) >= MIN_HEX and not digits.strip(_HEX_DIGITS):
+                decoded = _decode_hex(digits)
+                if decoded:
+                    yield decoded, "hex-encoded"
+                continue
+        decoded = _decode_base64(run)
+        if decoded:
+            yield decoded, "base64-encoded"
+    if "\\" in text and _ESCAPE_HINT.search(text):
+        yield _ESCAPE.sub(_unescape_one, text), "escaped"
+    if "%" in text and _PERCENT_HINT.search(text):
+        yield urllib.parse.unquote(text, errors="replace"), "URL-encoded"
+
+
+def _joined_views(text: str) -> Iterator[tuple[str, str]]:
+    """Texts split in pieces put back together: adjacent string literals (``"ghp_abc" +
+    "def…"``, implicit concatenation, JSON arrays of parts, over line breaks) and runs of
+    lines that are each a bare fragment. One string per kind, runs separated by newlines."""
+    literal_runs = []
+    for match in _LITERAL_RUN.finditer(text):
+        joined = "".join(part[1:-1] for part in _LITERAL.findall(match.group()))
+        if len(joined) >= 16:
+            literal_runs.append(joined)
+    if literal_runs:
+        yield "\n".join(literal_runs), "split across strings"
+    fragment_runs = []
+    for match in _FRAGMENT_LINES.finditer("\n" + text):
+        joined = "".join(_FRAGMENT_TEXT.findall(match.group()))
+        if len(joined) >= 16:
+            fragment_runs.append(joined)
+    if fragment_runs:
+        yield "\n".join(fragment_runs), "split across lines"
+
+
+# --------------------------------------------------------------------------------------
+# the checks
+# --------------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def format_size(size: float) -> str:
+    """``10 MiB``, ``1.5 MiB``, ``12 KiB``, ``300 bytes``."""
+    if size >= MIB:
+        return f"{round(size / MIB, 1):g} MiB"
+    if size >= 1024:
+        return f"{round(size / 1024, 1):g} KiB"
+    return f"{int(size)} bytes"
+
+
+class GuardPolicy:
+    """What the pre-push checks refuse: changes to ``protected`` paths, files larger than
+    ``max_file_size`` bytes (``None``: no limit), secrets (by pattern, decoded or not) and
+    any form of ``known_secrets``."""
+
+    def __init__(
+        self,
+        *,
+        protected: Sequence[str] | PathMatcher = DEFAULT_PROTECTED,
+        known_secrets: Iterable[KnownSecret | str] = (),
+        max_file_size: int | None = None,
+    ) -> None:
+        if max_file_size is not None and max_file_size <= 0:
+            raise ValueError("max_file_size must be positive")
+        self.protected = protected if isinstance(protected, PathMatcher) else PathMatcher(protected)
+        self.needles = known_secret_needles(known_secrets)
+        self.max_file_size = max_file_size
+
+    def __repr__(self) -> str:
+        return (
+            f"GuardPolicy(protected={[p.source for p in self.protected.patterns]!r}, "
+            f"known_secrets={len(self.needles)} forms, max_file_size={self.max_file_size!r})"
+        )
+
+    def too_large(self, change: ChangedFile) -> bool:
+        return (
+            self.max_file_size is not None
+            and change.size is not None
+            and change.size > self.max_file_size
+            and not change.status.startswith("D")
+        )
+
+    def scanner(self, change: ChangedFile) -> FileScan:
+        return FileScan(change, self)
+
+    def check(self, change: ChangedFile) -> list[Violation]:
+        """The violations of one file whose added text is in ``change.added_text``."""
+        scan = self.scanner(change)
+        if scan.wants_text:
+            scan.feed(change.added_text)
+        return scan.finish()
+
+    def check_all(self, changes: Iterable[ChangedFile]) -> list[Violation]:
+        return [v for change in changes for v in self.check(change)]
+
+
+class FileScan:
+    """The checks of one changed file, fed its added text in pieces of any size (lines are
+    ``\\n``-terminated). Holds at most about two blocks of text whatever the file's size;
+    the cost is linear in the text (decodings are scanned once more at most
+    :data:`MAX_DECODE_DEPTH` times, and only those that are text)."""
+
+    def __init__(self, change: ChangedFile, policy: GuardPolicy) -> None:
+        self.change = change
+        self.policy = policy
+        self.deleted = change.status.startswith("D")
+        self.too_large = policy.too_large(change)
+        #: Whether the caller should feed the added text at all.
+        self.wants_text = not self.deleted and not self.too_large
+        self._name = _normalise(change.path).rsplit("/", 1)[-1]
+        self._env = _is_env_file(self._name)
+        self._found: dict[str, tuple[str, int, str]] = {}  # key -> (rule, order, message)
+        self._env_keys: dict[str, None] = {}
+        self._pending: list[str] = []
+        self._pending_len = 0
+        self._tail = ""
+        self._finished: list[Violation] | None = None
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def feed(self, text: str) -> None:
+        if not text or not self.wants_text:
+            return
+        self._pending.append(text)
+        self._pending_len += len(text)
+        if self._pending_len >= SCAN_BLOCK:
+            self._drain(final=False)
+
+    def _drain(self, *, final: bool) -> None:
+        data = "".join(self._pending)
+        self._pending, self._pending_len = [], 0
+        start = 0
+        while len(data) - start >= SCAN_BLOCK or (final and start < len(data)):
+            end = min(start + SCAN_BLOCK, len(data))
+            if end < len(data):
+                newline = data.rfind("\n", start + SCAN_BLOCK // 2, end)
+                if newline != -1:
+                    end = newline + 1
+            self._scan_block(data[start:end])
+            start = end
+        if start < len(data):
+            self._pending, self._pending_len = [data[start:]], len(data) - start
+
+    def _scan_block(self, block: str) -> None:
+        text = self._tail + block
+        self._scan(text, 0, "")
+        for view, how in _joined_views(text):
+            self._scan(view, 0, how)
+        if self._env:
+            self._env_keys.update(dict.fromkeys(_env_secret_keys(text)))
+        if len(text) > SCAN_OVERLAP:
+            tail = text[-SCAN_OVERLAP:]
+            newline = tail.find("\n")
+            self._tail = tail[newline + 1 :] if 0 <= newline < len(tail) - 1 else tail
+        else:
+            self._tail = text
+
+    def _scan(self, text: str, depth: int, how: str) -> None:
+        found = self._found
+        suffix = f", {how}" if how else ""
+        for order, rule in enumerate(SECRET_RULES):
+            if rule.rule in found:
+                continue
+            match = _search(rule, text)
+            if match:
+                found[rule.rule] = (
+                    rule.rule,
+                    order,
+                    f"adds {rule.label} ({_secret_hint(match, rule)}{suffix})",
+                )
+        for needle, label, form in self.policy.needles:
+            key = "known_secret:" + label
+            if key not in found and needle in text:
+                said = ", ".join(part for part in (how, form) if part)
+                found[key] = ("known_secret", len(SECRET_RULES), f"adds {label}" + (f" ({said})" if said else ""))
+        if depth >= MAX_DECODE_DEPTH:
+            return
+        for decoded, kind in _decodings(text):
+            self._scan(decoded, depth + 1, f"{how}, {kind}" if how else kind)
+
+    # -- the verdict --------------------------------------------------------------------
+
+    def finish(self) -> list[Violation]:
+        """The violations of this file (see :func:`check_changes`); call once, after feeding."""
+        if self._finished is not None:
+            return list(self._finished)
+        if self.wants_text:
+            self._drain(final=True)
+        self._finished = self._verdict()
+        return list(self._finished)
+
+    def _verdict(self) -> list[Violation]:
+        change = self.change
+        violations: list[Violation] = []
+        paths = [change.path] + ([change.old_path] if change.old_path and change.old_path != change.path else [])
+        for path in paths:
+            if self.policy.protected.matches(path):
+                verb = "deletes" if self.deleted else "changes"
+                if path != change.path:
+                    verb = "moves"
+                violations.append(
+                    Violation(
+                        change.path,
+                        "protected_path",
+                        f"{verb} the protected path {path!r}; only humans may change it",
+                    )
+                )
+                break
+        if self.deleted:
+            return violations
+        if self.too_large:
+            assert change.size is not None and self.policy.max_file_size is not None
+            size, limit = format_size(change.size), format_size(self.policy.max_file_size)
+            if size == limit:  # just over: say it in bytes
+                size, limit = f"{change.size:,} bytes", f"{self.policy.max_file_size:,}-byte"
             violations.append(
                 Violation(
                     change.path,
-                    "protected_path",
-                    f"{verb} the protected path {path!r}; only humans may change it",
+                    "file_too_large",
+                    f"is {size}, over the {limit} limit for one file (`max_file_size_mb` in "
+                    ".github/patchwright.yml); its content was not read",
                 )
             )
-            break
-    if change.status.startswith("D"):
-        return violations
 
-    name = _normalise(change.path).rsplit("/", 1)[-1]
-    text = change.added_text or ""
-    secrets = find_secrets(text)
-    has_private_key = any(rule.rule == "private_key" for rule, _ in secrets)
-
-    if name in _SSH_KEY_NAMES:
-        violations.append(Violation(change.path, "secret_file", "adds an SSH private key file"))
-        secrets = [(rule, hint) for rule, hint in secrets if rule.rule != "private_key"]
-    elif name.endswith(_KEY_FILE_SUFFIXES) and has_private_key:
-        violations.append(Violation(change.path, "secret_file", "adds a key file containing a private key"))
-        secrets = [(rule, hint) for rule, hint in secrets if rule.rule != "private_key"]
-    elif _is_env_file(name):
-        keys = _env_secret_keys(text)
-        if keys:
+        findings = sorted(self._found.values(), key=lambda f: f[1])
+        has_private_key = any(rule == "private_key" for rule, _, _ in findings)
+        if self._name in _SSH_KEY_NAMES:
+            violations.append(Violation(change.path, "secret_file", "adds an SSH private key file"))
+            findings = [f for f in findings if f[0] != "private_key"]
+        elif self._name.endswith(_KEY_FILE_SUFFIXES) and has_private_key:
+            violations.append(Violation(change.path, "secret_file", "adds a key file containing a private key"))
+            findings = [f for f in findings if f[0] != "private_key"]
+        elif self._env and self._env_keys:
+            keys = list(self._env_keys)
             shown = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
             violations.append(
                 Violation(
@@ -360,22 +796,35 @@ def check_file(change: ChangedFile, *, protected: PathMatcher) -> list[Violation
                     f"adds an environment file that sets secret-looking values ({shown})",
                 )
             )
+        for rule, _, message in findings:
+            violations.append(Violation(change.path, rule, message))
+        return violations
 
-    for rule, hint in secrets:
-        violations.append(Violation(change.path, rule.rule, f"adds {rule.label} ({hint})"))
-    return violations
+
+def check_file(
+    change: ChangedFile,
+    *,
+    protected: PathMatcher,
+    known_secrets: Iterable[KnownSecret | str] = (),
+    max_file_size: int | None = None,
+) -> list[Violation]:
+    """The violations one changed file causes (see :func:`check_changes`)."""
+    policy = GuardPolicy(protected=protected, known_secrets=known_secrets, max_file_size=max_file_size)
+    return policy.check(change)
 
 
 def check_changes(
-    changes: Sequence[ChangedFile], *, protected: Sequence[str] = DEFAULT_PROTECTED
+    changes: Sequence[ChangedFile],
+    *,
+    protected: Sequence[str] = DEFAULT_PROTECTED,
+    known_secrets: Iterable[KnownSecret | str] = (),
+    max_file_size: int | None = None,
 ) -> list[Violation]:
-    """All reasons to refuse pushing ``changes``: protected paths touched, secrets added,
-    files that look like secrets. Empty when the push may go ahead."""
-    matcher = PathMatcher(protected)
-    violations: list[Violation] = []
-    for change in changes:
-        violations.extend(check_file(change, protected=matcher))
-    return violations
+    """All reasons to refuse pushing ``changes``: protected paths touched, files over
+    ``max_file_size`` bytes, secrets added (as written or encoded, and any form of
+    ``known_secrets``), files that look like secrets. Empty when the push may go ahead."""
+    policy = GuardPolicy(protected=protected, known_secrets=known_secrets, max_file_size=max_file_size)
+    return policy.check_all(changes)
 
 
 def describe(violations: Sequence[Violation]) -> str:
@@ -397,6 +846,8 @@ def redact(text: str, secrets: Iterable[str] = (), *, patterns: bool = True) -> 
     if patterns:
         for rule in SECRET_RULES:
             if rule.rule == "private_key":
+                continue
+            if rule.requires and not any(literal in text for literal in rule.requires):
                 continue
             text = rule.regex.sub(lambda m, g=rule.group: _redact_group(m, g), text)
     return text

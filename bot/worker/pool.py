@@ -160,6 +160,7 @@ class WorkerPool:
             asyncio.create_task(self._stale_loop(), name=f"worker-takeback {self.worker_id}"),
         ]
         log.info("worker pool %s started with %d worker(s)", self.worker_id, self.workers)
+        await asyncio.to_thread(self.runner.report_sandbox)
         return self.stop
 
     async def stop(self) -> None:

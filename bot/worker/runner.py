@@ -40,19 +40,19 @@ from bot import messages
 from bot.agents.presets import Invocation, Preset, get_preset
 from bot.agents.process import DEFAULT_GRACE_S, AgentProcess
 from bot.agents.result import AgentOutcome, AgentResult, KillReason
-from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env, bwrap_argv
+from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env
 from bot.agents.signal import clear_signal, read_signal
-from bot.config import RepoConfig
+from bot.config import ConfigError, RepoConfig, decode_private_key
 from bot.github import api
 from bot.logs import log_context
 from bot.prompts import AttemptContext, PreviousAttempt, TaskContext, build_prompt
 from bot.services import Services
 from bot.store.base import Attempt, Store, StoreError
-from bot.store.factory import parse_sqlite_url
 from bot.tasks import rules
 from bot.tasks.model import RetryKind, Status, Task
 from bot.tasks.rules import Decision
 from bot.worker import pr
+from bot.worker.attempt_log import AttemptLog, full_log_path
 from bot.worker.branches import task_branch, wip_branch
 from bot.worker.git import (
     BranchNotFoundError,
@@ -61,14 +61,21 @@ from bot.worker.git import (
     GitAuthError,
     GitCommandError,
     UnresolvedMergeError,
+    UnstageablePathError,
     Workspaces,
     tracking_ref,
 )
-from bot.worker.guard import ChangedFile, Violation, check_changes, describe, redact
+from bot.worker.confinement import (
+    DISK_LIMIT_MESSAGE,
+    SANDBOX_BWRAP,
+    SANDBOX_NONE,
+    disk_usage_mb,
+    plan_confinement,
+)
+from bot.worker.guard import MIB, GuardPolicy, KnownSecret, Violation, describe
 
 log = logging.getLogger(__name__)
 
-LOG_PREFIX = "[patchwright] "
 RESUMED_KINDS = frozenset({RetryKind.FEEDBACK, RetryKind.ANSWERS, RetryKind.MERGE_CONFLICT})
 MAX_SUMMARY_CHARS = 2000
 
@@ -131,6 +138,7 @@ class RunnerOptions:
     sandbox: str = "auto"
     executables: Mapping[str, str] = field(default_factory=dict)
     kill_grace: float = DEFAULT_GRACE_S
+    disk_check_seconds: float = 5.0
     log_batch_lines: int = 50
     log_batch_seconds: float = 1.0
 
@@ -186,80 +194,6 @@ def conflict_violations(from_start: Sequence[Violation], from_base: Sequence[Vio
 def day_start(now: Any) -> Any:
     """Midnight UTC of ``now``'s day (the per-repo daily cap's window)."""
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def sandbox_hidden(settings: Any) -> list[Path]:
-    """What an agent in bubblewrap must not see: the data dir (other tasks' checkouts and
-    cache clones), the App's private key file, the SQLite database."""
-    hidden = [Path(settings.data_dir).resolve()]
-    if getattr(settings, "private_key_path", None):
-        hidden.append(Path(settings.private_key_path).resolve())
-    if getattr(settings, "is_sqlite", False):
-        with contextlib.suppress(Exception):
-            path = Path(parse_sqlite_url(settings.database_url)[0]).resolve()
-            hidden += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
-    return hidden
-
-
-# --------------------------------------------------------------------------------------
-# the attempt log
-# --------------------------------------------------------------------------------------
-
-
-class AttemptLog:
-    """Log lines of one attempt, redacted and stored in batches (every ``batch_lines`` lines
-    or ``batch_seconds`` seconds, whichever comes first)."""
-
-    def __init__(
-        self, store: Store, task_id: str, attempt: int, *, batch_lines: int, batch_seconds: float
-    ) -> None:
-        self._store = store
-        self._task_id = task_id
-        self._attempt = attempt
-        self._batch_lines = max(1, batch_lines)
-        self._batch_seconds = batch_seconds
-        self._buffer: list[str] = []
-        self._lock = asyncio.Lock()
-        self._ticker: asyncio.Task[None] | None = None
-        self.secrets: list[str] = []
-
-    def start(self) -> None:
-        self._ticker = asyncio.create_task(self._tick(), name=f"log-flush {self._task_id}")
-
-    def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-    async def add(self, line: str) -> None:
-        self._buffer.append(self.redact(line))
-        if len(self._buffer) >= self._batch_lines:
-            await self.flush()
-
-    async def note(self, text: str) -> None:
-        """A line of the worker's own, marked as such."""
-        for line in text.splitlines() or [""]:
-            await self.add(LOG_PREFIX + line)
-
-    async def flush(self) -> None:
-        async with self._lock:
-            if not self._buffer:
-                return
-            batch, self._buffer = self._buffer, []
-            try:
-                await self._store.append_logs(self._task_id, self._attempt, batch)
-            except StoreError as exc:
-                log.warning("attempt log lines lost: %s", exc)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self._batch_seconds)
-            await self.flush()
-
-    async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
-        await self.flush()
 
 
 # --------------------------------------------------------------------------------------
@@ -344,6 +278,7 @@ class AttemptRunner:
                 task.attempt,
                 batch_lines=self.options.log_batch_lines,
                 batch_seconds=self.options.log_batch_seconds,
+                full_log=full_log_path(self.services.settings, task.id, task.attempt),
             )
             run = _Run(
                 task=task,
@@ -550,6 +485,15 @@ class AttemptRunner:
 
     async def _git_failure(self, run: _Run, what: str, exc: Exception) -> str:
         message = run.log.redact(str(exc))
+        if isinstance(exc, UnstageablePathError):
+            # What the agent wrote, not a passing failure: rerunning it for free would loop.
+            return await self._fail(
+                run,
+                f"The agent's changes cannot be committed: {message}. Nothing was pushed. Ask for "
+                f"the path to be removed or renamed with `{self.services.mention} retry [instructions]`.",
+                retryable=False,
+                category="guard",
+            )
         if isinstance(exc, GitAuthError):
             return await self._fail(
                 run,
@@ -568,14 +512,22 @@ class AttemptRunner:
         template = run.config.agent.command or settings.agent_command
         return get_preset(name, command=template, executables=self.options.executables)
 
-    def _sandboxed(self) -> bool:
+    def report_sandbox(self) -> None:
+        """Say at start-up how agents will run: a warning without a sandbox, an error when no
+        agent can run (``auto``/``bwrap`` without a working bubblewrap)."""
         if self.options.sandbox == "none":
-            return False
-        if self.options.sandbox == "bwrap":
-            if not self.bwrap.available():
-                raise SandboxError(f"bubblewrap is required but does not work here: {self.bwrap.problem}")
-            return True
-        return self.bwrap.available()
+            log.warning(messages.UNSANDBOXED_STARTUP_WARNING)
+        elif not self.bwrap.available():
+            log.error("no agent will run: %s", messages.SANDBOX_UNAVAILABLE.format(problem=self.bwrap.problem))
+
+    def _sandbox_mode(self) -> str:
+        """``bwrap`` or ``none``; never a silent downgrade: ``auto`` without a working
+        bubblewrap runs no agent (only an explicit ``none`` runs one unsandboxed)."""
+        if self.options.sandbox == "none":
+            return SANDBOX_NONE
+        if not self.bwrap.available():
+            raise SandboxError(messages.SANDBOX_UNAVAILABLE.format(problem=self.bwrap.problem))
+        return SANDBOX_BWRAP
 
     async def _previous(self, run: _Run) -> PreviousAttempt | None:
         attempts = [
@@ -593,8 +545,7 @@ class AttemptRunner:
         assert checkout is not None
         try:
             preset = self._preset(run)
-            sandboxed = self._sandboxed()
-        except (ValueError, SandboxError) as exc:
+        except ValueError as exc:
             raise _Abort(
                 await self._fail(
                     run,
@@ -605,6 +556,18 @@ class AttemptRunner:
                     category="config",
                 )
             ) from None
+        try:
+            mode = self._sandbox_mode()
+        except SandboxError as exc:
+            raise _Abort(
+                await self._fail(
+                    run,
+                    messages.AGENT_NOT_RUN.format(reason=exc, mention=self.services.mention),
+                    retryable=False,
+                    category="sandbox",
+                )
+            ) from None
+        sandboxed = mode == SANDBOX_BWRAP
 
         context = TaskContext.from_task(
             task.replace(branch=run.branch, base_branch=run.base), protected_paths=run.config.protected_paths
@@ -658,17 +621,23 @@ class AttemptRunner:
                 )
             ) from None
         env.update(launch.env)
-        argv = launch.argv
-        if sandboxed:
-            argv = bwrap_argv(
-                argv,
-                workdir=checkout.path,
-                home=home,
-                tmpdir=tmp,
-                network=run.config.agent.network,
-                extra_ro_binds=[checkout.cache, prompt_dir],
-                hidden=sandbox_hidden(self.services.settings),
-            )
+        settings = self.services.settings
+        confinement = await asyncio.to_thread(
+            plan_confinement,
+            mode=mode,
+            launch_argv=launch.argv,
+            settings=settings,
+            config=run.config,
+            environ=self.options.environ,
+            operator_template=settings.agent_command if preset.name == "command" and not run.config.agent.command else None,
+            workdir=checkout.path,
+            home=home,
+            tmpdir=tmp,
+            agent_dir=agent_dir,
+            read_only=[checkout.cache, prompt_dir],
+            grace=self.options.kill_grace,
+        )
+        env.update(confinement.env)
         timeout = run.config.agent.timeout_minutes * 60
         state = preset.new_state()
         killed_for_daily = False
@@ -682,6 +651,8 @@ class AttemptRunner:
                 return KillReason.COST
             return None
 
+        for note in confinement.notes:
+            await run.log.note(note)
         await run.log.note(
             f"running the {preset.name} agent"
             + (" in bubblewrap" if sandboxed else "")
@@ -690,7 +661,7 @@ class AttemptRunner:
         )
         self._check_stop(run)
         process = AgentProcess(
-            argv,
+            confinement.argv,
             cwd=checkout.path,
             env=env,
             stdin_data=launch.stdin,
@@ -700,11 +671,30 @@ class AttemptRunner:
             grace=self.options.kill_grace,
         )
         run.control.attach(process)
+        disk_over = asyncio.Event()
+        watch = asyncio.create_task(
+            self._watch_disk_usage((checkout.path, home, tmp), process, disk_over), name=f"disk-usage {task.id}"
+        )
         try:
-            ended = await process.run()
+            async with confinement:
+                ended = await process.run()
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             run.control.detach()
             run.cost = state.cost_usd  # spent even when the run itself raised
+        for line in confinement.refusals():
+            await run.log.note(line)
+        limit_message = (
+            DISK_LIMIT_MESSAGE.format(limit=settings.agent_disk_mb)
+            if disk_over.is_set()
+            else await asyncio.to_thread(confinement.limit_message)
+        )
+        if limit_message is not None:
+            await run.log.note(limit_message)
+            raise _Abort(
+                await self._salvage_and_fail(run, limit_message, retryable=False, category="resource_limit")
+            )
         signal_read = await asyncio.to_thread(read_signal, checkout.path)
         result = preset.finish(state, ended.exit_code, signal_read, killed=ended.killed_reason)
         run.cost = result.cost_usd
@@ -720,6 +710,18 @@ class AttemptRunner:
                 )
             )
         return result
+
+    async def _watch_disk_usage(
+        self, paths: Sequence[Path], process: AgentProcess, over: asyncio.Event
+    ) -> None:
+        """Stop the agent when what it wrote grows past ``PATCHWRIGHT_AGENT_DISK_MB``."""
+        limit = self.services.settings.agent_disk_mb
+        while True:
+            await asyncio.sleep(self.options.disk_check_seconds)
+            if await asyncio.to_thread(disk_usage_mb, *paths) > limit:
+                over.set()
+                process.kill(KillReason.STOPPED)
+                return
 
     # -- after the agent ------------------------------------------------------------------
 
@@ -808,14 +810,46 @@ class AttemptRunner:
     async def _violations(self, run: _Run) -> list[Violation]:
         checkout = run.checkout
         assert checkout is not None
-        protected = run.config.protected_paths
-        found = check_changes(await checkout.changes_since(checkout.start_sha), protected=protected)
+        policy = self._guard_policy(run)
+        found = await checkout.check_since(checkout.start_sha, policy)
         if found and run.kind is RetryKind.MERGE_CONFLICT:
             base_sha = await self.workspaces.resolve(checkout.cache, tracking_ref(run.base))
             if base_sha is not None:
-                from_base = check_changes(await checkout.changes_since(base_sha), protected=protected)
+                from_base = await checkout.check_since(base_sha, policy)
                 found = conflict_violations(found, from_base)
         return found
+
+    def _guard_policy(self, run: _Run) -> GuardPolicy:
+        """The pre-push checks of this attempt: the repository's protected paths and file
+        size limit, and every secret the bot holds."""
+        return GuardPolicy(
+            protected=run.config.protected_paths,
+            known_secrets=self._known_secrets(run),
+            max_file_size=int(run.config.max_file_size_mb * MIB),
+        )
+
+    def _known_secrets(self, run: _Run) -> list[KnownSecret]:
+        """The secrets the agent must not push in any form: the installation tokens of the
+        attempt (every form the log redacts), the webhook secret, the App's private key and
+        the admin token."""
+        known = [KnownSecret("a token the bot used for this attempt", s) for s in run.log.secrets]
+        settings = self.services.settings
+        for label, secret in (
+            ("the App's webhook secret", settings.webhook_secret),
+            ("the admin token", settings.admin_token),
+        ):
+            if secret is not None and secret.get_secret_value().strip():
+                known.append(KnownSecret(label, secret.get_secret_value()))
+        if settings.private_key is not None and settings.private_key.get_secret_value().strip():
+            # As PEM whatever form it was given in (escaped, base64): its base64 lines are
+            # what gets looked for. (The server loads a key file into this at start-up.)
+            value = settings.private_key.get_secret_value()
+            try:
+                value = decode_private_key(value)
+            except ConfigError:
+                pass
+            known.append(KnownSecret("the App's private key", value))
+        return known
 
     async def _push_and_report(self, run: _Run) -> str:
         task, checkout = run.task, run.checkout
@@ -951,10 +985,9 @@ class AttemptRunner:
                     check=False,
                 )
             await checkout.commit_all(f"patchwright: unfinished work of attempt {run.number}")
-            changes: list[ChangedFile] = await checkout.changes_since(checkout.start_sha)
-            if not changes:
+            if not await checkout.changes_since(checkout.start_sha):
                 return ""
-            violations = check_changes(changes, protected=run.config.protected_paths)
+            violations = await checkout.check_since(checkout.start_sha, self._guard_policy(run))
             if violations:
                 files = ", ".join(sorted({v.path for v in violations}))
                 return f" The unfinished work was not saved: it breaks the pre-push checks ({files})."

@@ -21,7 +21,7 @@ import pytest
 from bot.agents.presets import AiderPreset, ClaudePreset, CodexPreset, Invocation, Preset
 from bot.agents.process import run_agent
 from bot.agents.result import AgentOutcome, AgentResult
-from bot.agents.sandbox import BwrapProbe, agent_env, bwrap_argv
+from bot.agents.sandbox import BwrapProbe, SandboxSpec, agent_env, bwrap_argv, toolchain_paths
 from bot.agents.signal import read_signal
 
 Require = Callable[[bool, str], None]
@@ -117,7 +117,13 @@ async def run_preset(
     )
     argv = launch.argv
     if sandbox:
-        argv = bwrap_argv(argv, workdir=work, home=env["HOME"], tmpdir=env["TMPDIR"], network=False)
+        spec = SandboxSpec(
+            workdir=work,
+            home=Path(env["HOME"]),
+            tmpdir=Path(env["TMPDIR"]),
+            read_only=tuple(toolchain_paths(argv[0], path_env=env.get("PATH"))),
+        )
+        argv = bwrap_argv(argv, spec)
     state = preset.new_state()
     lines: list[str] = []
 

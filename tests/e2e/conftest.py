@@ -265,6 +265,7 @@ class E2E:
             "kill_grace",
             "log_batch_lines",
             "log_batch_seconds",
+            "disk_check_seconds",
         )
         option_args = {key: kwargs.pop(key) for key in option_keys if key in kwargs}
         option_args.setdefault("sandbox", "none")

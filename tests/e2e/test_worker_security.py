@@ -4,15 +4,19 @@ before anything is pushed, and under bubblewrap it is confined to its checkout."
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from bot import messages
 from bot.agents.sandbox import BwrapProbe
-from bot.tasks.model import Status
-from bot.worker.branches import task_branch
+from bot.services import build_services
+from bot.tasks.model import Status, utcnow
 
 pytestmark = pytest.mark.slow
 
@@ -115,41 +119,175 @@ def require_bwrap() -> None:
     pytest.skip(f"bubblewrap does not work here: {probe.problem}")
 
 
-async def test_under_bubblewrap_the_agent_is_confined_to_its_checkout(e2e, tmp_path: Path) -> None:
+async def test_under_bubblewrap_the_agent_sees_and_reaches_nothing_of_the_server(
+    e2e, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, criterion 1: the attack chain (read the server's `.env` or key, forge a
+    delivery or mint a token) is stopped at its first step; no local service is reachable,
+    with `network: true` or `false`; an allowed host is reached through the proxy."""
     require_bwrap()
-    port = e2e.emulator.base_url.rsplit(":", 1)[1]
-    outside = tmp_path / "outside.txt"
-    escape = e2e.data_dir / "escape.txt"
+    # The server runs from a deploy directory holding its .env and key, as `patchwright setup` leaves it.
+    server_dir = tmp_path / "srv"
+    server_dir.mkdir()
+    (server_dir / ".env").write_text("PATCHWRIGHT_WEBHOOK_SECRET=forge-me\n")
+    (server_dir / "patchwright.private-key.pem").write_text(PEM)
+    elsewhere = tmp_path / "deploy" / ".env"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("PATCHWRIGHT_PRIVATE_KEY=mint-me\n")
+    monkeypatch.chdir(server_dir)
+
+    async def serve(name: str) -> tuple[asyncio.AbstractServer, int, list[bytes]]:
+        got: list[bytes] = []
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.append(await reader.read(100))
+            writer.write(f"pong from {name}".encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        return server, server.sockets[0].getsockname()[1], got
+
+    bot_port_server, bot_port, bot_got = await serve("the bot")  # stands in for the webhook port and API
+    internet, internet_port, internet_got = await serve("the internet")  # allowed by config
+    emulator_port = int(e2e.emulator.base_url.rsplit(":", 1)[1])
     db = tmp_path / "patchwright.db"
+    pg_socket = "/var/run/postgresql/.s.PGSQL.5432"
+    local = [f"127.0.0.1:{p}" for p in (bot_port, emulator_port, 5432, 6379)]
     probe = {
-        "write": [str(outside), str(escape)],
-        "read": [str(db)],
-        "connect": [f"127.0.0.1:{port}"],
+        "read": [
+            str(server_dir / ".env"), str(server_dir / "patchwright.private-key.pem"), str(elsewhere),
+            str(db), f"/proc/{os.getpid()}/environ", "/etc/shadow",
+        ],
+        "list": [
+            str(server_dir), str(e2e.data_dir), *(str(e2e.data_dir / sub) for sub in ("agents", "homes", "repos", "work")),
+            "/proc", "/root", "/home", "/srv",
+        ],
+        "write": [str(tmp_path / "outside.txt"), "/etc/escape", "/usr/escape"],
+        "connect": [*local, "10.0.0.1:80"],
+        "unix": [pg_socket],
+        "proxy": [*local, "10.0.0.1:80", "169.254.169.254:80", "localhost:5432", f"127.0.0.1:{internet_port}"],
         "report": "probe.json",
-    }
+    }  # fmt: skip
     script = {"first": [{"probe": probe}, {"write": {"inside.txt": "written inside\n"}}, {"done": "Probed."}]}
-    offline = await e2e.add_repo(
-        "offline", script=script, config={"agent": {"timeout_minutes": 1, "network": False}}
-    )
-    online = await e2e.add_repo(
-        "online", script=script, config={"agent": {"timeout_minutes": 1, "network": True}}
-    )
+    # The operator allows the stand-in for the internet; a repository cannot open the server's own addresses.
+    settings = e2e.services.settings.model_copy(update={"agent_allow_hosts": f"127.0.0.1:{internet_port}"})
+    monkeypatch.setattr(e2e.services, "settings", settings)
+    allow = ["127.0.0.1:5432", f"127.0.0.1:{bot_port}", "localhost"]
     tasks = {}
-    for repo in (offline, online):
+    for network in (False, True):
+        repo = await e2e.add_repo(
+            f"net-{str(network).lower()}",
+            script=script,
+            config={"agent": {"timeout_minutes": 1, "network": network, "allow_hosts": allow}},
+        )
         issue = await e2e.open_issue(repo, "Probe the sandbox")
-        tasks[repo] = await e2e.create_task(repo, issue)
-    await e2e.start_pool(sandbox="bwrap")
-    reports = {}
-    for repo, task in tasks.items():
-        done = await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
-        branch = task_branch(task.issue_number, task.title)
-        assert done.branch == branch
-        assert await e2e.read(repo, branch, "inside.txt") == "written inside\n"
-        reports[repo] = json.loads(await e2e.read(repo, branch, "probe.json"))
-    assert not outside.exists() and not escape.exists()
-    for report in reports.values():
-        assert report["write"][str(outside)].startswith("OSError")  # read-only root
-        masked = report["read"][str(db)]  # the database is masked by /dev/null
-        assert masked == "ok: " or masked.startswith("PermissionError"), masked
-    assert reports[offline]["connect"][f"127.0.0.1:{port}"].startswith(("OSError", "ConnectionRefusedError"))
-    assert reports[online]["connect"][f"127.0.0.1:{port}"] == "ok"
+        tasks[network] = (repo, await e2e.create_task(repo, issue))
+    try:
+        await e2e.start_pool(sandbox="bwrap")
+        reports = {}
+        for network, (repo, task) in tasks.items():
+            done = await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
+            assert await e2e.read(repo, done.branch, "inside.txt") == "written inside\n"
+            reports[network] = json.loads(await e2e.read(repo, done.branch, "probe.json"))
+    finally:
+        for server in (bot_port_server, internet):
+            server.close()
+            await server.wait_closed()
+
+    assert not (tmp_path / "outside.txt").exists() and not Path("/etc/escape").exists()
+    for network, report in reports.items():
+        leaked = [path for path, result in report["read"].items() if result.startswith("ok: ") and len(result) > 4]
+        assert leaked == [], (network, report["read"])
+        for path in (server_dir, Path("/root"), Path("/home"), Path("/srv")):
+            listing = report["list"][str(path)]
+            # Nothing there but the way down to the interpreter the supervisor runs on, or to the checkout.
+            allowed = {_first_part_below(Path(sys.base_prefix), path), _first_part_below(Path(done.branch), path)}
+            names = set(listing.removeprefix("ok: ").split()) if listing.startswith("ok: ") else set()
+            assert names <= allowed - {None}, (path, listing)
+        # Of the data dir only its own directories are there (the mount points of its binds):
+        # no other task's checkout, home or prompt, no database, no logs.
+        assert report["list"][str(e2e.data_dir)] == "ok: agents homes repos work", report["list"]
+        for sub in ("agents", "homes", "repos", "work"):
+            assert len(report["list"][str(e2e.data_dir / sub)].removeprefix("ok: ").split()) == 1, report["list"]
+        pids = [p for p in report["list"]["/proc"].removeprefix("ok: ").split() if p.isdigit()]
+        assert len(pids) < 10, pids  # its own PID namespace: the server's processes are not there
+        assert all(not r.startswith("ok") for r in report["write"].values() if r != "ok") and report["write"]["/etc/escape"] != "ok"
+        assert all(result != "ok" for result in report["connect"].values()), report["connect"]
+        assert report["unix"][pg_socket].startswith(("FileNotFoundError", "ConnectionRefusedError")), report["unix"]
+        proxied = report["proxy"]
+        for target in [*local, "10.0.0.1:80", "169.254.169.254:80", "localhost:5432"]:
+            assert proxied[target] == "HTTP/1.1 403 Forbidden", (network, target, proxied[target])
+    assert reports[True]["proxy"][f"127.0.0.1:{internet_port}"] == "tunnel: pong from the internet"
+    assert reports[False]["proxy"][f"127.0.0.1:{internet_port}"] == "HTTP/1.1 403 Forbidden"
+    assert bot_got == [] and internet_got == [b"ping"]
+    logs = await e2e.logs_once_written(tasks[True][1].id, "the sandbox refused a connection to 10.0.0.1:80")
+    assert "running the command agent in bubblewrap" in logs
+
+
+def _first_part_below(path: Path, parent: Path) -> str | None:
+    """The name under ``parent`` on the way to ``path`` (None when ``path`` is not below it)."""
+    try:
+        return path.resolve().relative_to(parent.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+
+
+async def test_without_a_working_bubblewrap_auto_runs_no_agent_and_says_why(
+    e2e, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, criterion 2: no silent downgrade to running unsandboxed."""
+    script = {"first": [{"write": {"pwned.txt": "ran unsandboxed\n"}}, {"done": "Ran."}]}
+    repo = await e2e.add_repo("nobwrap", script=script)
+    issue = await e2e.open_issue(repo, "Anything")
+    task = await e2e.create_task(repo, issue)
+    with caplog.at_level(logging.ERROR, logger="bot.worker.runner"):
+        await e2e.start_pool(sandbox="auto", bwrap=BwrapProbe("bwrap-is-not-installed-here"))
+        failed = await e2e.wait_for(task.id, lambda t: t.status is Status.FAILED)
+    assert "bubblewrap does not work on this server" in failed.close_reason
+    assert "PATCHWRIGHT_SANDBOX=none" in failed.close_reason
+    assert not list(e2e.agent_out.glob("run-*.json"))  # the agent never started
+    assert any("no agent will run" in r.getMessage() for r in caplog.records)
+    assert any("bubblewrap does not work on this server" in c for c in e2e.comments(repo, issue))
+
+
+async def test_with_sandbox_none_the_agent_runs_and_everyone_is_told(
+    e2e, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = {"first": [{"write": {"done.txt": "ok\n"}}, {"done": "Ran."}]}
+    repo = await e2e.add_repo("none", script=script)
+    issue = await e2e.open_issue(repo, "Anything")
+    task = await e2e.create_task(repo, issue)
+    with caplog.at_level(logging.WARNING, logger="bot.worker.runner"):
+        await e2e.start_pool(sandbox="none")
+        await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
+    assert any(messages.UNSANDBOXED_STARTUP_WARNING in r.getMessage() for r in caplog.records)
+    logs = await e2e.logs_once_written(task.id, "WITHOUT a sandbox")
+    assert "supervisor.py" not in logs  # the wrapper is not the agent's business
+    assert e2e.agent_run(1)["argv"][0].endswith("fake_agent.py")
+
+
+def test_the_status_card_says_when_agents_run_unsandboxed(e2e) -> None:
+    none = build_services(
+        e2e.settings.model_copy(update={"sandbox": "none"}),
+        e2e.store,
+        github_for=e2e.github.for_installation,
+        app_slug=e2e.slug,
+        clock=utcnow,
+    )
+    card = messages.StatusCard(status="running", attempt=1, max_attempts=5, unsandboxed=True)
+    assert messages.UNSANDBOXED_NOTE in messages.render_status_comment(card)
+    assert none.reporter._unsandboxed is True and e2e.services.reporter._unsandboxed is False
+
+
+async def test_an_agent_that_writes_past_its_disk_limit_is_stopped(e2e, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = e2e.services.settings.model_copy(update={"agent_disk_mb": 1})
+    monkeypatch.setattr(e2e.services, "settings", settings)
+    script = {"first": [{"write": {"big.txt": "x" * 2_000_000}}, {"hang": None}]}
+    repo = await e2e.add_repo("fat", script=script)
+    issue = await e2e.open_issue(repo, "Fill the disk")
+    task = await e2e.create_task(repo, issue)
+    await e2e.start_pool(disk_check_seconds=0.2)
+    failed = await e2e.wait_for(task.id, lambda t: t.status is Status.FAILED, timeout=20)
+    assert "grew past 1 MB" in failed.close_reason
+    assert "PATCHWRIGHT_AGENT_DISK_MB" in failed.close_reason

@@ -17,27 +17,17 @@ import json
 import time
 import uuid
 import zlib
-from pathlib import Path
 
 import pytest
 
 from bot.app import ConnectionLimits, IngressRunner, create_app
 from bot.config import load_settings
-from bot.store.factory import open_store
 
 SECRET = "It's a Secret to Everybody"
 #: Short limits so that the timeouts show in well under a second.
 LIMITS = ConnectionLimits(header_timeout_s=0.3, body_timeout_s=0.3, body_seconds_per_mib=0.0, max_incomplete=64)
 #: How long a test waits for what should happen at once (a generous margin on a busy machine).
 PROMPT_S = 5.0
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

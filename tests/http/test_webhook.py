@@ -13,18 +13,9 @@ from aiohttp import FormData
 
 from bot.app import create_app
 from bot.config import load_settings
-from bot.store.factory import open_store
 from bot.webhook import MAX_BODY_BYTES
 
 SECRET = "It's a Secret to Everybody"
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = await open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

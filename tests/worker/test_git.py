@@ -22,15 +22,16 @@ from bot.worker.git import (
     PushRefStatus,
     UnresolvedMergeError,
     Workspaces,
-    added_lines,
+    AddedLinesParser,
     bot_identity,
     check_remote_url,
     config_env,
     conflict_marker_lines,
+    parse_batch_sizes,
     parse_push_porcelain,
     parse_raw_diff,
+    parse_raw_entries,
     parse_unmerged,
-    split_patches,
     summarize_stderr,
     worktrees_on_branch,
 )
@@ -136,14 +137,22 @@ def test_diff_parsers() -> None:
         ("A", None, "new file.txt"),
         ("R", "old.txt", "moved.txt"),
     ]
+    entries = parse_raw_entries(b":100644 100755 " + b"a" * 40 + b" " + b"b" * 40 + b" M\0a.txt\0")
+    assert entries[0].new_mode == "100755" and entries[0].new_sha == "b" * 40
+    assert parse_batch_sizes(b"bb 'blob' 12\n" + b"cc blob 7\ndd missing\nee tree 30\n") == {"cc": 7}
     patch = (
-        "diff --git a/a.txt b/a.txt\nindex aa..bb 100644\n--- a/a.txt\n+++ b/a.txt\n"
-        "@@ -1 +1,2 @@\n-old\n+new\n++plus\n"
-        "diff --git a/bin b/bin\nBinary files differ\n"
+        b"diff --git a/a.txt b/a.txt\nindex aa..bb 100644\n--- a/a.txt\n+++ b/a.txt\n"
+        b"@@ -1 +1,2 @@\n-old\n+new\n++plus\n\\ No newline at end of file\n"
+        b"diff --git a/bin b/bin\nBinary files differ\n"
+        b"diff --git a/c b/c\n--- a/c\n+++ b/c\n@@ -0,0 +1 @@\n+last"
     )
-    patches = split_patches(patch)
-    assert len(patches) == 2 and patches[1] == ""
-    assert added_lines(patches[0]) == "new\n+plus"
+    for size in (1, 3, 7, len(patch)):  # however git's output is chunked
+        files: list[list[bytes]] = []
+        parser = AddedLinesParser(lambda: files.append([]), lambda data: files[-1].append(data))
+        for start in range(0, len(patch), size):
+            parser.feed(patch[start : start + size])
+        parser.close()
+        assert [b"".join(f) for f in files] == [b"new\n+plus\n", b"", b"last"], size
     assert conflict_marker_lines("a\n<<<<<<< HEAD\nx\n=======\ny\n>>>>>>> main\n") == 2
     assert conflict_marker_lines("Title\n=======\n<<<<<<<<< not a marker\n") == 0
     assert parse_unmerged(
@@ -503,14 +512,29 @@ async def test_changes_since_reports_files_and_added_text(harness) -> None:
     )
     await co.commit_all("Changes")
     changes = {c.path: c for c in await co.changes_since(start)}
-    assert changes["added.txt"].status == "A" and changes["added.txt"].added_text == "first\nsecond"
+    assert changes["added.txt"].status == "A" and changes["added.txt"].size == len("first\nsecond\n")
     assert changes["src/app.py"].status == "M"
-    assert changes["src/app.py"].added_text == "    return 'hello'"
-    assert changes["README.md"].status == "D" and changes["README.md"].added_text == ""
+    assert changes["README.md"].status == "D" and changes["README.md"].size is None
     assert changes["docs/moved.md"].status == "R"
     assert changes["docs/moved.md"].old_path == "docs/guide.md"
+    texts = {sink.path: "".join(sink.parts) for sink in await co.scan_since(start, _Collect)}
+    assert texts["added.txt"] == "first\nsecond\n"
+    assert texts["src/app.py"] == "    return 'hello'\n"
+    assert texts["README.md"] == ""
     # Attributes cannot hide added text from the pre-push guard.
-    assert changes["secret.bin"].added_text == "token = value"
+    assert texts["secret.bin"] == "token = value\n"
     assert await co.changes_since(await co.head()) == []
     assert await co.has_diff_since(start)
     assert not await co.has_diff_since(await co.head())
+
+
+class _Collect:
+    """A sink that keeps the text a file adds (for tests only: it is unbounded)."""
+
+    def __init__(self, change) -> None:  # noqa: ANN001
+        self.path = change.path
+        self.wants_text = not change.status.startswith("D")
+        self.parts: list[str] = []
+
+    def feed(self, text: str) -> None:
+        self.parts.append(text)
