@@ -172,3 +172,15 @@ def test_the_demo_repository_is_red_until_the_ci_retry_fixes_it(tmp_path, runner
         if done.returncode:
             assert "AssertionError: " in done.stdout + done.stderr
     assert codes == [1, 1, 0, 0]  # main, the first attempt, the CI retry, after the review
+
+
+def test_the_demo_runs_its_own_agent_unsandboxed_only_where_bubblewrap_does_not_work() -> None:
+    from bot.agents.sandbox import BwrapProbe
+    from bot.demo import demo_sandbox
+
+    missing = BwrapProbe("bwrap-is-not-installed-here")
+    assert demo_sandbox(None, missing) == "none"
+    assert demo_sandbox("bwrap", missing) == "bwrap"  # what the operator says wins
+    working = BwrapProbe()
+    working._available = True  # as probed on a machine where it works
+    assert demo_sandbox(None, working) == "bwrap"
