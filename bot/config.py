@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         description="Hosts (comma-separated `host` or `host:port`) every agent may reach although they are local",
         validation_alias=AliasChoices("PATCHWRIGHT_AGENT_ALLOW_HOSTS", "agent_allow_hosts"),
     )
+    model_prices: str = Field(
+        default="",
+        description="Token prices per model, model=input/cached_input/output USD per million tokens, ';'-separated",
+        validation_alias=AliasChoices("PATCHWRIGHT_MODEL_PRICES", "model_prices"),
+    )
     agent_max_processes: int = Field(
         default=512, ge=8, validation_alias=AliasChoices("PATCHWRIGHT_AGENT_MAX_PROCESSES", "agent_max_processes")
     )

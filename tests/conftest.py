@@ -29,6 +29,7 @@ import asyncpg
 import pytest
 
 from bot.store.base import Store
+from tests.model_server import ModelServer
 from bot.store.factory import open_store
 from bot.logs import redact_url
 
@@ -311,3 +312,19 @@ def _measure_peak_rss() -> contextlib.AbstractContextManager[dict[str, float]]:
 def peak_rss() -> Callable[[], contextlib.AbstractContextManager[dict[str, float]]]:
     """``with peak_rss() as grown: …`` then ``grown["MiB"]``: see :func:`_measure_peak_rss`."""
     return _measure_peak_rss
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[ModelServer]:
+    """A started :class:`tests.model_server.ModelServer` on 127.0.0.1 speaking every provider
+    protocol the agent CLIs use (each protocol module adds its routes)."""
+    from tests.model_server import anthropic, chat, responses
+
+    server = ModelServer()
+    for module in (anthropic, responses, chat):
+        server.add_routes(module.routes(server))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

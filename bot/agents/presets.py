@@ -288,6 +288,68 @@ class TokenPrices:
         ) / 1_000_000
 
 
+@dataclass(frozen=True)
+class PriceTable:
+    """Token prices per model (USD per million tokens), for CLIs that report tokens but not
+    dollars. A model is found by its exact name, else by the longest listed name it starts
+    with (``gpt-5-codex`` → ``gpt-5``), else ``default``."""
+
+    models: Mapping[str, TokenPrices] = field(default_factory=dict)
+    default: TokenPrices | None = None
+
+    def for_model(self, model: str) -> TokenPrices | None:
+        name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" → "gpt-4o"
+        if name in self.models:
+            return self.models[name]
+        prefixes = [m for m in self.models if name.startswith(m)]
+        if prefixes:
+            return self.models[max(prefixes, key=len)]
+        return self.default
+
+    def with_overrides(self, text: str) -> PriceTable:
+        """This table with ``PATCHWRIGHT_MODEL_PRICES`` applied: ``model=input/cached/output``
+        entries separated by ``;`` or ``,`` (``*`` is the default for unlisted models).
+        Raises ValueError naming the entry that is not of that form."""
+        models = dict(self.models)
+        default = self.default
+        for entry in filter(None, (e.strip() for e in re.split(r"[;,]", text))):
+            name, sep, values = entry.partition("=")
+            parts = values.split("/")
+            try:
+                if not sep or len(parts) != 3:
+                    raise ValueError
+                prices = TokenPrices(*(float(p) for p in parts))
+            except ValueError:
+                raise ValueError(
+                    f"model price {entry!r} is not of the form model=input/cached_input/output (USD per million tokens)"
+                ) from None
+            if name.strip() == "*":
+                default = prices
+            else:
+                models[name.strip().lower()] = prices
+        return PriceTable(models, default)
+
+
+#: List prices (USD per million tokens: input, cached input, output) of common models, for
+#: CLIs that report only tokens; override or extend with ``PATCHWRIGHT_MODEL_PRICES``.
+DEFAULT_PRICES = PriceTable(
+    {
+        "gpt-5": TokenPrices(1.25, 0.125, 10.0),
+        "gpt-5-mini": TokenPrices(0.25, 0.025, 2.0),
+        "gpt-5-nano": TokenPrices(0.05, 0.005, 0.4),
+        "gpt-4.1": TokenPrices(2.0, 0.5, 8.0),
+        "gpt-4.1-mini": TokenPrices(0.4, 0.1, 1.6),
+        "gpt-4o": TokenPrices(2.5, 1.25, 10.0),
+        "gpt-4o-mini": TokenPrices(0.15, 0.075, 0.6),
+        "o3": TokenPrices(2.0, 0.5, 8.0),
+        "o4-mini": TokenPrices(1.1, 0.275, 4.4),
+        "claude-opus-4": TokenPrices(15.0, 1.5, 75.0),
+        "claude-sonnet-4": TokenPrices(3.0, 0.3, 15.0),
+        "claude-3-5-haiku": TokenPrices(0.8, 0.08, 4.0),
+    }
+)
+
+
 class CodexPreset(Preset):
     """``codex exec --json``, prompt on stdin (``-``); resumes with ``codex exec resume``.
 
@@ -486,10 +548,12 @@ def get_preset(
     command: str | None = None,
     executables: Mapping[str, str] | None = None,
     codex_prices: TokenPrices | None = None,
+    prices: PriceTable | None = None,
     command_keys: tuple[str, ...] = (),
 ) -> Preset:
     """The preset called ``name``; ``command`` is the template the ``command`` preset needs,
-    ``executables`` optionally overrides a CLI's path per preset name."""
+    ``executables`` optionally overrides a CLI's path per preset name, ``prices`` turns
+    token counts into dollars for the CLIs that report only tokens."""
     exe = dict(executables or {})
     if name == "claude":
         return ClaudePreset(exe.get("claude", "claude"))

@@ -37,7 +37,7 @@ import aiohttp
 import gidgethub
 
 from bot import messages
-from bot.agents.presets import Invocation, Preset, get_preset
+from bot.agents.presets import DEFAULT_PRICES, Invocation, Preset, get_preset
 from bot.agents.process import DEFAULT_GRACE_S, AgentProcess
 from bot.agents.result import AgentOutcome, AgentResult, KillReason
 from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env
@@ -510,7 +510,12 @@ class AttemptRunner:
         settings = self.services.settings
         name = run.task.agent or run.config.agent.preset or settings.agent
         template = run.config.agent.command or settings.agent_command
-        return get_preset(name, command=template, executables=self.options.executables)
+        return get_preset(
+            name,
+            command=template,
+            executables=self.options.executables,
+            prices=DEFAULT_PRICES.with_overrides(settings.model_prices),
+        )
 
     def report_sandbox(self) -> None:
         """Say at start-up how agents will run: a warning without a sandbox, an error when no
