@@ -22,6 +22,7 @@ from bot.config import (
     RepoConfigError,
     Settings,
     dump_repo_config,
+    agent_environ,
     load_settings,
     parse_repo_config,
 )
@@ -182,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for warning in settings.startup_warnings():
                 log.warning("%s", warning)
             # The key file is read here, once; the running server keeps the key in memory.
-            return asyncio.run(serve(settings.with_private_key_loaded(), os.environ))
+            return asyncio.run(serve(settings.with_private_key_loaded(), agent_environ(os.environ, args.env_file)))
         if args.command == "worker":
-            return asyncio.run(worker(settings.with_private_key_loaded(), os.environ))
+            return asyncio.run(worker(settings.with_private_key_loaded(), agent_environ(os.environ, args.env_file)))
     except (ConfigError, StoreError) as exc:
         print(f"patchwright: {exc}", file=sys.stderr)
         return 2

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         description="Hosts (comma-separated `host` or `host:port`) every agent may reach although they are local",
         validation_alias=AliasChoices("PATCHWRIGHT_AGENT_ALLOW_HOSTS", "agent_allow_hosts"),
     )
+    agent_env: str = Field(
+        default="",
+        description="More variable names (comma-separated) a repository's `agent.env` may pass to a `command` agent",
+        validation_alias=AliasChoices("PATCHWRIGHT_AGENT_ENV", "agent_env"),
+    )
     model_prices: str = Field(
         default="",
         description="Token prices per model, model=input/cached_input/output USD per million tokens, ';'-separated",
@@ -312,6 +317,27 @@ def decode_private_key(value: str, *, variable: str = "PATCHWRIGHT_PRIVATE_KEY")
     return text + ("\n" if not text.endswith("\n") else "")
 
 
+def agent_environ(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> dict[str, str]:
+    """Where agents' variables come from: the process environment over the settings file.
+
+    The agents' provider credentials and endpoints (``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL``…)
+    may be put in ``.env`` under the CLIs' own names, like the ``PATCHWRIGHT_*`` settings; the
+    sandbox then passes each agent only the ones its preset names. Settings themselves
+    (``PATCHWRIGHT_*`` and Probot's names) are never among them.
+    """
+    from dotenv import dotenv_values
+
+    from_file: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    merged = {**from_file, **environ}
+    return {
+        k: v
+        for k, v in merged.items()
+        if not k.startswith(ENV_PREFIX) and k not in PROBOT_FALLBACKS
+    }
+
+
 def load_settings(
     environ: Mapping[str, str], *, env_file: Path | None = Path(".env"), **overrides: Any
 ) -> Settings:
@@ -367,6 +393,10 @@ class AgentConfig(AgentChoice):
     allow_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts (`host` or `host:port`) the agent may reach on private networks (not the server's own addresses)",
+    )
+    env: list[str] = Field(
+        default_factory=list,
+        description="Variables the `command` preset passes to the agent (provider keys, or names the server allows)",
     )
     timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
     by_label: dict[str, AgentChoice] = Field(

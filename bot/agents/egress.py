@@ -61,6 +61,8 @@ class EgressPolicy:
     allow_hosts: tuple[str, ...] = ()
     operator_allow_hosts: tuple[str, ...] = ()
     reserved: tuple[tuple[str, int], ...] = ()
+    #: The agent's model provider (``host:port``): reachable whatever ``network`` says.
+    provider_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def egress_decision(host: str, port: int, addresses: Sequence[str], policy: Egre
 
     Every address must pass (the proxy then connects to those, never resolving again, so a
     name cannot switch to a local address between the check and the connection)."""
-    if not policy.network:
+    provider = _host_allowed(host, port, policy.provider_hosts)
+    if not policy.network and not provider:
         return Decision(False, REFUSED_NO_NETWORK)
     if not addresses:
         return Decision(False, REFUSED_UNRESOLVED.format(host=host))
@@ -137,7 +140,7 @@ def egress_decision(host: str, port: int, addresses: Sequence[str], policy: Egre
         assert ip is not None
         if (ip, port) in reserved or (ip.is_unspecified and any(p == port for _, p in reserved)):
             return Decision(False, REFUSED_BOT.format(address=f"{address}:{port}"))
-    if _host_allowed(host, port, policy.operator_allow_hosts):
+    if provider or _host_allowed(host, port, policy.operator_allow_hosts):
         return Decision(True, addresses=tuple(addresses))
     repo_allowed = _host_allowed(host, port, policy.allow_hosts)
     for address in addresses:
@@ -250,6 +253,9 @@ class EgressProxy:
     on_refused: Callable[[str, int, str], None] | None = None
     resolve: Callable[[str, int], Awaitable[list[str]]] | None = None
     refused: list[tuple[str, int, str]] = field(default_factory=list)
+    #: Allowed targets that could not be connected to (e.g. a model server that is down).
+    unreachable: list[tuple[str, int]] = field(default_factory=list)
+    on_unreachable: Callable[[str, int], None] | None = None
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -301,13 +307,18 @@ class EgressProxy:
             await self._refuse(writer, "", 0, REFUSED_BAD_REQUEST, status=400)
             return
         method, host, port, upstream_head = parsed
-        addresses = await self._resolve(host, port) if self.policy.network else []
+        provider = _host_allowed(host, port, self.policy.provider_hosts)
+        addresses = await self._resolve(host, port) if self.policy.network or provider else []
         decision = egress_decision(host, port, addresses, self.policy)
         if not decision.allowed:
             await self._refuse(writer, host, port, decision.reason)
             return
         upstream = await self._connect(decision.addresses, port)
         if upstream is None:
+            self.unreachable.append((host, port))
+            if self.on_unreachable is not None:
+                with contextlib.suppress(Exception):
+                    self.on_unreachable(host, port)
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
             return

@@ -11,12 +11,13 @@ Verified against: Claude Code 2.1.197 (``@anthropic-ai/claude-code``), Codex CLI
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -160,6 +161,19 @@ class ClaudePreset(Preset):
     Runs with ``--permission-mode bypassPermissions``: nobody is there to approve tool use,
     and the agent is confined by our sandbox instead. Claude Code refuses that mode as root
     unless ``IS_SANDBOX=1`` says the process is sandboxed, so the preset sets it.
+
+    Also set: ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` (no title request, telemetry or
+    update check: one model request per agent step) and ``CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS``,
+    which drops Claude Code's commit/PR workflow instructions (patchwright commits, pushes and
+    opens the PR itself) and its ``gitStatus`` snapshot (branch, status, recent commits) from the
+    system prompt. That snapshot changes with every commit the bot pushes, so without it the
+    prompt prefix (tools, system prompt) of fresh attempts of one task is byte-identical and
+    the provider's prompt cache applies across attempts. ``--resume`` runs only append turns.
+
+    Proven against Claude Code 2.1.197 talking to a scripted Anthropic Messages server
+    (tests/agents/test_claude_cli.py, tests/e2e/test_real_claude.py): ``total_cost_usd`` is
+    Claude Code's own price for the usage the server reported (per process: a resumed run
+    reports only its own spend).
     """
 
     name = "claude"
@@ -195,6 +209,7 @@ class ClaudePreset(Preset):
             "IS_SANDBOX": "1",
             "DISABLE_AUTOUPDATER": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS": "1",
         }
         return Launch(
             argv=argv,
@@ -437,18 +452,84 @@ class CodexPreset(Preset):
 # aider
 # --------------------------------------------------------------------------------------
 
-# aider's usage report line: "Cost: $0.0123 message, $0.0456 session."
+# aider's usage report (aider/coders/base_coder.py, 0.86.2), one line per model reply:
+#   "Tokens: 2.3k sent, 120 received. Cost: $0.0081 message, $0.0081 session."
+#   "Tokens: 12k sent, 1.2k cache write, 9.8k cache hit, 300 received." (no price: no Cost)
+# with the cost on a line of its own when both cache counts are shown. Token counts are
+# printed as "999", "1.2k" (one decimal below 10k) or "12k"/"1235k" (rounded to thousands).
 AIDER_COST = re.compile(
     r"Cost: \$(?P<message>[0-9][0-9,]*(?:\.[0-9]+)?) message, \$(?P<session>[0-9][0-9,]*(?:\.[0-9]+)?) session"
 )
+_AIDER_COUNT = r"[0-9][0-9,]*(?:\.[0-9]+)?[kKmM]?"
+AIDER_TOKENS = re.compile(
+    rf"^Tokens: (?P<sent>{_AIDER_COUNT}) sent"
+    rf"(?:, (?P<write>{_AIDER_COUNT}) cache write)?"
+    rf"(?:, (?P<hit>{_AIDER_COUNT}) cache hit)?"
+    rf", (?P<received>{_AIDER_COUNT}) received\."
+)
+# aider's announcement of the model it uses (also when it picked one itself):
+#   "Model: openai/gpt-4o-mini with whole edit format" / "Main model: … with diff edit format, …"
+AIDER_MODEL = re.compile(r"^(?:Main model|Model): (?P<model>\S+) with ")
+_AIDER_SCALE = {"k": 1_000, "m": 1_000_000}
+
+
+def aider_count(text: str) -> int:
+    """A token count as aider prints it ("300", "1.2k", "12k", "1,234") as a number."""
+    text = text.replace(",", "")
+    scale = _AIDER_SCALE.get(text[-1:].lower(), 1)
+    if scale != 1:
+        text = text[:-1]
+    return round(float(text) * scale)
+
+
+@dataclass(slots=True)
+class AiderState(StreamState):
+    """:class:`StreamState` plus what aider's usage lines said: ``reported_cost`` (its own
+    ``Cost: … session`` figure, the highest seen), ``table_cost`` (the replies it printed no
+    cost for, their tokens at the price table's ``prices`` for ``model``), ``unpriced_replies``
+    (replies for which neither aider nor the table knows a price) and ``pending`` (the token
+    counts of a reply whose ``Cost:`` may still follow on the next line)."""
+
+    model: str = ""
+    prices: TokenPrices | None = None
+    reported_cost: float = 0.0
+    table_cost: float = 0.0
+    unpriced_replies: int = 0
+    pending: tuple[int, int, int] | None = None
+
+    def settle(self) -> None:
+        """Price the pending reply from the table (no ``Cost:`` line came for it)."""
+        if self.pending is None:
+            return
+        sent, hit, received = self.pending
+        self.pending = None
+        if self.prices is None:
+            self.unpriced_replies += 1
+        else:
+            self.table_cost += self.prices.cost(sent, min(hit, sent), received)
+        self.cost_usd = max(self.cost_usd, self.table_cost)
 
 
 class AiderPreset(Preset):
     """``aider --message-file <prompt> --yes-always --no-auto-commits …``: one message, then exit.
 
     aider has no machine-readable result (it even exits 0 when the provider rejects the
-    key), so the outcome comes from the signal file and the exit code; its cost comes from
-    its usage report lines. Not resumable.
+    key), so the outcome comes from the signal file and the exit code. Its cost comes from
+    its usage report lines: the ``Cost: … session`` figure where aider knows the model's
+    price, otherwise the ``Tokens: … sent, … received.`` counts times ``prices`` for the
+    model (the one given, or the one aider announces it uses). aider prints those counts
+    rounded (``1.2k``: to 100 tokens below 10k, to 1000 above), so that cost is accurate to
+    a few per cent; cache hits are charged at the cached-input price. Both figures only ever
+    add up (a reply's text cannot lower the cost by printing a usage line of its own).
+
+    Also set: chat and input history go to ``/dev/null`` (aider would otherwise write
+    ``.aider.chat.history.md`` and ``.aider.input.history`` into the checkout, and the bot
+    would commit them), and ``LITELLM_LOCAL_MODEL_COST_MAP`` (litellm reads its bundled
+    price list instead of downloading one at start-up). aider still keeps its repo-map cache
+    in ``.aider.tags.cache.v4/`` at the checkout's root.
+
+    Proven against aider 0.86.2 talking to a scripted OpenAI chat completions server
+    (tests/agents/test_aider_cli.py, tests/e2e/test_real_aider.py). Not resumable.
     """
 
     name = "aider"
@@ -462,8 +543,10 @@ class AiderPreset(Preset):
     )
     resumable = False
 
-    def __init__(self, executable: str = "aider") -> None:
+    def __init__(self, executable: str = "aider", *, prices: PriceTable | None = None) -> None:
         self.executable = executable
+        self.prices = DEFAULT_PRICES if prices is None else prices
+        self._model = ""
 
     def build(self, invocation: Invocation) -> Launch:
         argv = [
@@ -483,17 +566,63 @@ class AiderPreset(Preset):
             "--no-detect-urls",
             "--no-suggest-shell-commands",
             "--analytics-disable",
+            "--chat-history-file",
+            "/dev/null",
+            "--input-history-file",
+            "/dev/null",
         ]
         if invocation.model:
             argv += ["--model", invocation.model]
-        return Launch(argv=argv, stdin=None, env={}, resumable=False)
+        self._model = invocation.model
+        return Launch(argv=argv, stdin=None, env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"}, resumable=False)
+
+    def new_state(self) -> AiderState:
+        return AiderState(model=self._model, prices=self.prices.for_model(self._model) if self._model else None)
 
     def parse_line(self, line: str, state: StreamState) -> None:
-        match = AIDER_COST.search(line)
-        if match:
-            state.cost_usd = float(match.group("session").replace(",", ""))
+        text = line.strip()
+        usage = text.startswith(("Tokens:", "Cost:"))
+        cost = AIDER_COST.search(text) if usage else None
+        if not isinstance(state, AiderState):  # a plain state: aider's own figures only
+            if cost is not None:
+                state.cost_usd = max(state.cost_usd, float(cost.group("session").replace(",", "")))
+            else:
+                state.keep_text(line)
             return
-        state.keep_text(line)
+        if state.pending is not None and not (cost is not None and text.startswith("Cost:")):
+            state.settle()  # the reply's cost did not follow: aider has no price for it
+        state.pending = None
+        model = AIDER_MODEL.match(text)
+        if model:
+            state.model = model.group("model")
+            state.prices = self.prices.for_model(state.model)
+        tokens = AIDER_TOKENS.match(text) if usage else None
+        if tokens is None and cost is None:
+            state.keep_text(line)
+            return
+        if tokens is not None:
+            counts = (
+                aider_count(tokens.group("sent")),
+                aider_count(tokens.group("hit")) if tokens.group("hit") else 0,
+                aider_count(tokens.group("received")),
+            )
+            state.input_tokens += counts[0]
+            state.cached_input_tokens += counts[1]
+            state.output_tokens += counts[2]
+            if cost is None:
+                # Priced by aider, the cost is on this line, or on the next one when both
+                # cache counts are shown; otherwise the table prices the reply.
+                state.pending = counts
+                if not (tokens.group("write") and tokens.group("hit")):
+                    state.settle()
+        if cost is not None:
+            state.reported_cost = max(state.reported_cost, float(cost.group("session").replace(",", "")))
+            state.cost_usd = max(state.cost_usd, state.reported_cost)
+
+    def report(self, state: StreamState, exit_code: int | None) -> CliReport:
+        if isinstance(state, AiderState):
+            state.settle()
+        return super().report(state, exit_code)
 
 
 # --------------------------------------------------------------------------------------
@@ -510,9 +639,17 @@ def render_command(template: str, *, prompt_file: str, workdir: str, model: str)
     return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
 
 
+# A command agent's cost so far: a line "Cost: $0.42" (optionally "… so far" / "… total").
+COMMAND_COST = re.compile(r"^\s*Cost: \$(?P<usd>[0-9][0-9,]*(?:\.[0-9]+)?)(?:\s+(?:so far|total))?\s*$")
+
+
 class CommandPreset(Preset):
     """Any command: ``bash -c <template>`` with the placeholders filled in, the prompt also
-    on stdin. The outcome comes from the signal file and the exit code. Not resumable."""
+    on stdin. The outcome comes from the signal file and the exit code. Not resumable.
+
+    Its cost, where it reports one: the ``cost_usd`` of its signal file (what the run cost in
+    all), or lines ``Cost: $0.42`` it prints as it goes (the total so far: the task's cap is
+    then enforced during the run), or aider's ``Cost: … session`` lines."""
 
     name = "command"
     resumable = False
@@ -538,8 +675,51 @@ class CommandPreset(Preset):
             resumable=False,
         )
 
+    def parse_line(self, line: str, state: StreamState) -> None:
+        match = AIDER_COST.search(line)
+        if match:
+            state.cost_usd = float(match.group("session").replace(",", ""))
+            return
+        match = COMMAND_COST.match(line)
+        if match:
+            state.cost_usd = float(match.group("usd").replace(",", ""))
+            return
+        state.keep_text(line)
+
+    def finish(
+        self,
+        state: StreamState,
+        exit_code: int | None,
+        signal: SignalRead,
+        *,
+        killed: KillReason | None = None,
+    ) -> AgentResult:
+        result = super().finish(state, exit_code, signal, killed=killed)
+        reported = getattr(signal.signal, "cost_usd", None)
+        if reported is not None and reported > result.cost_usd:
+            return dataclasses.replace(result, cost_usd=float(reported))
+        return result
+
 
 PRESET_NAMES = ("claude", "codex", "aider", "command")
+
+
+def command_env(requested: Sequence[str], operator_allowed: str = "") -> tuple[str, ...]:
+    """The variables a ``command`` agent receives: those its repository's ``agent.env``
+    names, each either a provider variable one of the CLI presets passes (a key, a base URL)
+    or one the server allows (``PATCHWRIGHT_AGENT_ENV``, comma-separated) — a repository must
+    not be able to hand the server's other secrets to its agent. Raises ValueError naming a
+    variable that is neither."""
+    allowed = {name.strip() for name in operator_allowed.split(",") if name.strip()}
+    for preset in (ClaudePreset, CodexPreset, AiderPreset):
+        allowed.update(preset.provider_keys)
+    refused = [name for name in requested if name not in allowed]
+    if refused:
+        raise ValueError(
+            f"agent.env names {', '.join(refused)}, which the server does not pass to agents "
+            "(the operator may allow it with PATCHWRIGHT_AGENT_ENV)"
+        )
+    return tuple(dict.fromkeys(requested))
 
 
 def get_preset(
@@ -560,7 +740,7 @@ def get_preset(
     if name == "codex":
         return CodexPreset(exe.get("codex", "codex"), prices=codex_prices)
     if name == "aider":
-        return AiderPreset(exe.get("aider", "aider"))
+        return AiderPreset(exe.get("aider", "aider"), prices=prices)
     if name == "command":
         if not command:
             raise ValueError("the command preset needs a command template (agent.command)")

@@ -29,6 +29,15 @@ _BASE_KEYS = ("PATH", "LANG", "LC_ALL", "TERM")
 _FORBIDDEN_KEY = re.compile(r"^(PATCHWRIGHT_|GITHUB_|GH_|GIT_)|^(GITHUB_TOKEN|GH_TOKEN)$", re.IGNORECASE)
 
 
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable called ``name`` holds a secret (a key, token or password) rather
+    than, say, an endpoint: its value is then redacted wherever it could show."""
+    return bool(_SECRET_NAME.search(name))
+
+
 class SandboxError(ValueError):
     """A preset asked for something the sandbox never gives an agent."""
 
@@ -128,6 +137,7 @@ class SandboxSpec:
     proxy_socket: Path | None = None
     status_dir: Path | None = None
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    forward_ports: tuple[int, ...] = ()  # loopback ports tunnelled to the server's (a local model server)
 
 
 def _is_within(path: Path, parent: Path) -> bool:
@@ -235,6 +245,7 @@ def supervised_argv(
     python: str = sys.executable,
     count_processes: bool = False,
     bridge: bool = False,
+    forward_ports: Sequence[int] = (),
 ) -> list[str]:
     """``argv`` run by the supervisor (see :mod:`bot.agents.supervisor`)."""
     out = [python, "-I", "-S", script or str(supervisor_script()), "--limits", limits.as_supervisor_arg()]
@@ -247,6 +258,9 @@ def supervised_argv(
         out += ["--count-processes"]
     if bridge:
         out += ["--bridge-port", str(PROXY_PORT), "--proxy-socket", PROXY_SOCKET_PATH]
+        for port in forward_ports:
+            if port != PROXY_PORT:
+                out += ["--forward", str(port)]
     return [*out, "--", *argv]
 
 
@@ -313,6 +327,7 @@ def bwrap_argv(
         python=os.path.realpath(python),  # a virtual environment's python links to it; only stdlib is needed
         count_processes=True,
         bridge=spec.proxy_socket is not None,
+        forward_ports=spec.forward_ports,
     )
     return out
 

@@ -6,6 +6,9 @@ The agent may end its run by writing one of::
     {"status": "questions", "questions": [{"id": "q1", "question": "…"}]}
     {"status": "error", "error": "…"}
 
+each optionally with ``"cost_usd": 0.42``, what the run cost (for agents whose CLI reports
+no cost of its own, e.g. the ``command`` preset).
+
 :func:`read_signal` validates it and always deletes it, so it is never committed. A file
 that is not valid is reported as a problem (the caller turns it into an agent error).
 """
@@ -34,17 +37,22 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
 
+class _Signal(_Lenient):
+    #: What the run cost in all (USD), for agents whose CLI reports no cost of its own.
+    cost_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+
+
 class SignalQuestion(_Lenient):
     id: str = Field(default="", max_length=100)
     question: str = Field(min_length=1, max_length=4000)
 
 
-class DoneSignal(_Lenient):
+class DoneSignal(_Signal):
     status: Literal["done"]
     summary: str = Field(default="", max_length=20_000)
 
 
-class QuestionsSignal(_Lenient):
+class QuestionsSignal(_Signal):
     status: Literal["questions"]
     questions: list[SignalQuestion] = Field(min_length=1, max_length=20)
     summary: str = Field(default="", max_length=20_000)
@@ -67,7 +75,7 @@ class QuestionsSignal(_Lenient):
         return out
 
 
-class ErrorSignal(_Lenient):
+class ErrorSignal(_Signal):
     status: Literal["error"]
     error: str = Field(min_length=1, max_length=20_000)
 

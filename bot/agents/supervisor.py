@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -302,10 +302,38 @@ def _serve_connection(client: socket.socket, proxy_socket: str) -> None:
     upstream.close()
 
 
-def start_bridge(port: int, proxy_socket: str) -> socket.socket:
-    """Listen on 127.0.0.1:``port`` (the sandbox's own loopback) and relay every connection to
-    the unix socket ``proxy_socket``."""
-    # Bring up the namespace's loopback if nobody did (bubblewrap does).
+def _serve_forward(client: socket.socket, proxy_socket: str, target: str) -> None:
+    """Tunnel one connection to ``target`` (host:port) through the proxy: a CONNECT first,
+    then the bytes as they come (the client never sees the proxy's answer)."""
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(proxy_socket)
+        upstream.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = upstream.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        status = head.split(b"\r\n", 1)[0].split()
+        if len(status) < 2 or status[1] != b"200":
+            raise OSError(f"the proxy refused {target}")
+        rest = head.split(b"\r\n\r\n", 1)[1]
+        if rest:
+            client.sendall(rest)
+    except OSError:
+        client.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
+    back.start()
+    _relay(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def _listen(port: int, handle: Callable[..., None], *args: str) -> socket.socket:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -317,10 +345,23 @@ def start_bridge(port: int, proxy_socket: str) -> socket.socket:
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve_connection, args=(client, proxy_socket), daemon=True).start()
+            threading.Thread(target=handle, args=(client, *args), daemon=True).start()
 
     threading.Thread(target=accept_loop, daemon=True).start()
     return listener
+
+
+def start_forward(port: int, proxy_socket: str) -> socket.socket:
+    """Listen on 127.0.0.1:``port`` inside the sandbox and tunnel every connection to the same
+    port on the server's loopback, through the proxy (which decides whether it may): a model
+    server on the server's machine is then reached at the URL its settings name."""
+    return _listen(port, _serve_forward, proxy_socket, f"127.0.0.1:{port}")
+
+
+def start_bridge(port: int, proxy_socket: str) -> socket.socket:
+    """Listen on 127.0.0.1:``port`` (the sandbox's own loopback) and relay every connection to
+    the unix socket ``proxy_socket``."""
+    return _listen(port, _serve_connection, proxy_socket)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count-processes", action="store_true")
     parser.add_argument("--bridge-port", type=int, default=0)
     parser.add_argument("--proxy-socket", default="")
+    parser.add_argument("--forward", type=int, action="append", default=[], help="a loopback port to tunnel")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -343,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1  # the parent died before the death signal was armed
     if args.bridge_port and args.proxy_socket:
         start_bridge(args.bridge_port, args.proxy_socket)
+        for port in args.forward:
+            start_forward(port, args.proxy_socket)
     supervisor = Supervisor(
         command,
         limits=parse_limits(args.limits),

@@ -15,12 +15,13 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.agents.egress import EgressPolicy, EgressProxy, reserved_endpoints
+from bot.agents.providers import Endpoint
 from bot.agents.sandbox import (
     SandboxLimits,
     SandboxSpec,
@@ -49,6 +50,10 @@ LIMIT_MESSAGE = (
 DISK_LIMIT_MESSAGE = (
     "The agent was stopped: its checkout, home and temporary files grew past {limit} MB "
     "(`PATCHWRIGHT_AGENT_DISK_MB` on the server)."
+)
+PROVIDER_UNREACHABLE = (
+    "The agent could not reach its model provider at {addresses}: nothing answered there. "
+    "Check the provider's endpoint ({variables}) and that it is up, then use `{mention} retry`."
 )
 UNSANDBOXED_LOG_NOTE = (
     "WARNING: the agent runs WITHOUT a sandbox (PATCHWRIGHT_SANDBOX=none): "
@@ -120,6 +125,7 @@ class Confinement:
     proxy: EgressProxy | None = None
     socket_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    endpoints: tuple[Endpoint, ...] = ()
 
     @property
     def sandboxed(self) -> bool:
@@ -144,6 +150,26 @@ class Confinement:
         if len(lines) > MAX_REFUSALS_LOGGED:
             lines = lines[:MAX_REFUSALS_LOGGED] + [f"… and {len(lines) - MAX_REFUSALS_LOGGED} more refused connections"]
         return lines
+
+    def stop_when_providers_unreachable(self, stop: Callable[[], None], *, after: int = 3) -> None:
+        """Call ``stop`` once the proxy failed to reach a provider endpoint ``after`` times:
+        a CLI would otherwise retry a server that is down for minutes."""
+        if self.proxy is None or not self.endpoints:
+            return
+        proxy = self.proxy
+
+        def count(host: str, port: int) -> None:
+            if len(self.unreachable_providers()) and len(proxy.unreachable) >= after:
+                stop()
+
+        proxy.on_unreachable = count
+
+    def unreachable_providers(self) -> list[Endpoint]:
+        """The provider endpoints the proxy could not connect to during the run."""
+        if self.proxy is None:
+            return []
+        failed = {(host.lower(), port) for host, port in self.proxy.unreachable}
+        return [e for e in self.endpoints if (e.host, e.port) in failed or (e.loopback and ("127.0.0.1", e.port) in failed)]
 
     def limit_message(self) -> str | None:
         """Why the supervisor ended the run, if a resource limit did."""
@@ -172,6 +198,7 @@ def plan_confinement(
     agent_dir: Path,
     read_only: Sequence[Path],
     grace: float,
+    endpoints: Sequence[Endpoint] = (),
 ) -> Confinement:
     """The argv, environment additions and proxy for one run in ``mode`` (bwrap or none)."""
     status_dir = agent_dir / "sandbox-status"
@@ -195,6 +222,8 @@ def plan_confinement(
             network=config.agent.network,
             allow_hosts=tuple(config.agent.allow_hosts),
             operator_allow_hosts=tuple(h.strip() for h in settings.agent_allow_hosts.split(",") if h.strip()),
+            provider_hosts=tuple(e.address for e in endpoints)
+            + tuple(f"127.0.0.1:{e.port}" for e in endpoints if e.loopback),
             reserved=reserved_endpoints(settings.host, settings.port, settings.database_url),
         ),
     )
@@ -213,10 +242,17 @@ def plan_confinement(
         proxy_socket=proxy.path,
         status_dir=status_dir,
         limits=limits,
+        forward_ports=tuple(dict.fromkeys(e.port for e in endpoints if e.loopback)),
     )
     argv = bwrap_argv(launch_argv, spec, grace=inner_grace)
     return Confinement(
-        mode=SANDBOX_BWRAP, argv=argv, env=proxy_env(), status_dir=status_dir, proxy=proxy, socket_dir=socket_dir
+        mode=SANDBOX_BWRAP,
+        argv=argv,
+        env=proxy_env(),
+        status_dir=status_dir,
+        proxy=proxy,
+        socket_dir=socket_dir,
+        endpoints=tuple(endpoints),
     )
 
 

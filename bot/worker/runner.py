@@ -37,10 +37,11 @@ import aiohttp
 import gidgethub
 
 from bot import messages
-from bot.agents.presets import DEFAULT_PRICES, Invocation, Preset, get_preset
+from bot.agents.presets import DEFAULT_PRICES, Invocation, Preset, command_env, get_preset
+from bot.agents.providers import provider_endpoints
 from bot.agents.process import DEFAULT_GRACE_S, AgentProcess
 from bot.agents.result import AgentOutcome, AgentResult, KillReason
-from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env
+from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env, is_secret_name
 from bot.agents.signal import clear_signal, read_signal
 from bot.config import ConfigError, RepoConfig, decode_private_key
 from bot.github import api
@@ -67,6 +68,7 @@ from bot.worker.git import (
 )
 from bot.worker.confinement import (
     DISK_LIMIT_MESSAGE,
+    PROVIDER_UNREACHABLE,
     SANDBOX_BWRAP,
     SANDBOX_NONE,
     disk_usage_mb,
@@ -515,6 +517,7 @@ class AttemptRunner:
             command=template,
             executables=self.options.executables,
             prices=DEFAULT_PRICES.with_overrides(settings.model_prices),
+            command_keys=command_env(run.config.agent.env, settings.agent_env),
         )
 
     def report_sandbox(self) -> None:
@@ -626,7 +629,11 @@ class AttemptRunner:
                 )
             ) from None
         env.update(launch.env)
+        for key in preset.provider_keys:  # provider keys never show in a log or a message
+            if env.get(key) and is_secret_name(key) and env[key] not in run.log.secrets:
+                run.log.secrets.append(env[key])
         settings = self.services.settings
+        endpoints = provider_endpoints(preset.name, env, command_env=preset.provider_keys)
         confinement = await asyncio.to_thread(
             plan_confinement,
             mode=mode,
@@ -641,6 +648,7 @@ class AttemptRunner:
             agent_dir=agent_dir,
             read_only=[checkout.cache, prompt_dir],
             grace=self.options.kill_grace,
+            endpoints=endpoints,
         )
         env.update(confinement.env)
         timeout = run.config.agent.timeout_minutes * 60
@@ -676,6 +684,7 @@ class AttemptRunner:
             grace=self.options.kill_grace,
         )
         run.control.attach(process)
+        confinement.stop_when_providers_unreachable(lambda: process.kill(KillReason.STOPPED))
         disk_over = asyncio.Event()
         watch = asyncio.create_task(
             self._watch_disk_usage((checkout.path, home, tmp), process, disk_over), name=f"disk-usage {task.id}"
@@ -705,6 +714,16 @@ class AttemptRunner:
         run.cost = result.cost_usd
         run.session = result.session_id or None
         run.summary = result.summary
+        unreachable = confinement.unreachable_providers()
+        if unreachable and result.outcome not in (AgentOutcome.DONE, AgentOutcome.QUESTIONS):
+            # A configuration error, not a passing one: retrying with backoff would only wait.
+            message = PROVIDER_UNREACHABLE.format(
+                addresses=", ".join(e.address for e in unreachable),
+                variables=", ".join(dict.fromkeys(e.variable for e in unreachable)),
+                mention=self.services.mention,
+            )
+            await run.log.note(message)
+            raise _Abort(await self._fail(run, message, retryable=False, category="agent_config"))
         await run.log.note(
             f"the agent ended: {result.outcome.value} (exit {ended.exit_code}, {ended.duration:.1f} s, ${result.cost_usd:.4f})"
         )

@@ -289,6 +289,127 @@ def test_aider_build_and_cost_lines() -> None:
     assert preset.finish(state, 0, NO_SIGNAL).outcome is AgentOutcome.DONE
 
 
+def aider_prices(**models: TokenPrices) -> Any:
+    from bot.agents.presets import PriceTable
+
+    return PriceTable(models)
+
+
+SCRIPTED = TokenPrices(2.0, 0.5, 8.0)
+
+
+def aider_run(preset: AiderPreset, model: str, lines: list[str]) -> StreamState:
+    preset.build(Invocation(prompt="p", prompt_file="/tmp/p/prompt.md", workdir="/tmp/w", model=model))
+    return feed(preset, lines)
+
+
+def test_aider_keeps_its_history_out_of_the_checkout_and_downloads_no_price_list() -> None:
+    launch = AiderPreset().build(INV)
+    argv = launch.argv
+    assert argv[argv.index("--chat-history-file") + 1] == "/dev/null"
+    assert argv[argv.index("--input-history-file") + 1] == "/dev/null"
+    assert launch.env == {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [("0", 0), ("999", 999), ("1.2k", 1200), ("9.9k", 9900), ("12k", 12000), ("1235k", 1_235_000),
+     ("1,234", 1234), ("2.5M", 2_500_000)],
+)
+def test_aider_token_counts_as_aider_prints_them(text: str, count: int) -> None:
+    from bot.agents.presets import aider_count
+
+    assert aider_count(text) == count
+
+
+def test_aider_without_a_price_is_charged_its_tokens_at_the_table_prices() -> None:
+    preset = AiderPreset(prices=aider_prices(**{"scripted-model": SCRIPTED}))
+    state = aider_run(
+        preset,
+        "openai/scripted-model",
+        [
+            "Aider v0.86.2",
+            "Model: openai/scripted-model with whole edit format",
+            "Tokens: 1.2k sent, 300 received.",
+            "Applied edit to hello.py",
+            "Tokens: 12k sent, 2.4k cache hit, 1.5k received.",
+        ],
+    )
+    first = (1200 * 2.0 + 300 * 8.0) / 1e6
+    second = (9600 * 2.0 + 2400 * 0.5 + 1500 * 8.0) / 1e6
+    assert state.cost_usd == pytest.approx(first + second)
+    assert (state.input_tokens, state.cached_input_tokens, state.output_tokens) == (13200, 2400, 1800)
+    final = preset.finish(state, 0, NO_SIGNAL)
+    assert final.outcome is AgentOutcome.DONE and final.cost_usd == pytest.approx(first + second)
+
+
+def test_aider_cost_grows_line_by_line_so_the_cap_applies_during_the_run() -> None:
+    preset = AiderPreset(prices=aider_prices(**{"scripted-model": SCRIPTED}))
+    preset.build(Invocation(prompt="p", prompt_file="/p", workdir="/w", model="openai/scripted-model"))
+    state = preset.new_state()
+    seen = []
+    for line in ["Tokens: 1.2k sent, 300 received.", "x", "Tokens: 1.2k sent, 300 received."]:
+        preset.parse_line(line, state)
+        seen.append(state.cost_usd)
+    assert seen == pytest.approx([0.0048, 0.0048, 0.0096])
+
+
+def test_aider_reported_cost_wins_and_a_reply_cannot_lower_it() -> None:
+    preset = AiderPreset(prices=aider_prices(**{"gpt-4o-mini": TokenPrices(100.0, 100.0, 100.0)}))
+    state = aider_run(
+        preset,
+        "openai/gpt-4o-mini",
+        [
+            "Tokens: 10k sent, 1.0k received. Cost: $0.0021 message, $0.0021 session.",
+            "Cost: $0.00 message, $0.00 session.",  # the model's reply printing a usage line
+            "Tokens: 10k sent, 1.0k received. Cost: $0.0021 message, $0.0042 session.",
+        ],
+    )
+    assert state.cost_usd == pytest.approx(0.0042)  # aider's figure, not the (absurd) table's
+    assert preset.finish(state, 0, NO_SIGNAL).cost_usd == pytest.approx(0.0042)
+
+
+def test_aider_cost_on_the_next_line_after_both_cache_counts() -> None:
+    preset = AiderPreset(prices=aider_prices(**{"claude-sonnet-4": TokenPrices(300.0, 300.0, 300.0)}))
+    lines = [
+        "Main model: anthropic/claude-sonnet-4-20250514 with diff edit format, infinite output",
+        "Tokens: 15k sent, 2.0k cache write, 10k cache hit, 500 received.",
+        "Cost: $0.03 message, $0.03 session.",
+    ]
+    state = aider_run(preset, "", lines)  # aider picked its model itself
+    assert state.cost_usd == pytest.approx(0.03)
+    assert preset.finish(state, 0, NO_SIGNAL).cost_usd == pytest.approx(0.03)
+    # Without a Cost line after it (aider has no price), the table prices that reply.
+    state = aider_run(preset, "", lines[:2])
+    assert preset.finish(state, 0, NO_SIGNAL).cost_usd == pytest.approx((5000 + 10000 + 500) * 300.0 / 1e6)
+
+
+def test_aider_model_announcement_picks_the_prices() -> None:
+    preset = AiderPreset(prices=aider_prices(**{"scripted-model": SCRIPTED}))
+    state = aider_run(
+        preset, "", ["Model: openai/scripted-model with whole edit format", "Tokens: 1.2k sent, 300 received."]
+    )
+    assert state.cost_usd == pytest.approx(0.0048)
+
+
+def test_aider_model_without_any_price_costs_nothing_known() -> None:
+    from bot.agents.presets import AiderState
+
+    preset = AiderPreset(prices=aider_prices())
+    state = aider_run(preset, "openai/unknown-model", ["Tokens: 1.2k sent, 300 received."])
+    assert isinstance(state, AiderState)
+    assert state.cost_usd == 0.0 and state.unpriced_replies == 1
+    assert (state.input_tokens, state.output_tokens) == (1200, 300)
+
+
+def test_aider_default_prices_and_get_preset_passes_the_table() -> None:
+    state = aider_run(AiderPreset(), "openai/gpt-4.1-mini", ["Tokens: 10k sent, 1.0k received."])
+    assert state.cost_usd == pytest.approx((10000 * 0.4 + 1000 * 1.6) / 1e6)
+    table = aider_prices(**{"scripted-model": SCRIPTED})
+    preset = get_preset("aider", prices=table)
+    assert isinstance(preset, AiderPreset) and preset.prices is table
+
+
 # -- command -------------------------------------------------------------------------------
 
 
@@ -407,3 +528,18 @@ def test_get_preset() -> None:
         get_preset("command")
     with pytest.raises(ValueError, match="unknown agent preset"):
         get_preset("cursor")
+
+
+def test_the_command_preset_reads_its_cost_from_lines_and_the_signal_file() -> None:
+    from bot.agents.presets import CommandPreset
+    from bot.agents.signal import parse_signal
+
+    preset = CommandPreset("true")
+    state = preset.new_state()
+    for line in ("working", "Cost: $0.25 so far", "Cost: $0.42", "Cost: $1,000 was a typo"):
+        preset.parse_line(line, state)
+    assert state.cost_usd == 0.42
+    assert preset.finish(state, 0, parse_signal(b"")).cost_usd == 0.42
+    signal = parse_signal(b'{"status": "done", "summary": "ok", "cost_usd": 1.5}')
+    assert preset.finish(state, 0, signal).cost_usd == 1.5
+    assert parse_signal(b'{"status": "done", "cost_usd": -1}').problem  # a negative cost is no cost

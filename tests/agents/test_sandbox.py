@@ -380,3 +380,45 @@ async def test_bwrap_agent_and_its_children_die_on_timeout(
     assert seen_while_running  # the child was there (and findable) before the kill
     assert time.monotonic() - started < 5
     assert await agent_processes.gone(token, within=2.0)
+
+
+async def test_bwrap_a_loopback_provider_is_reached_at_its_own_address_and_nothing_else(
+    bwrap: BwrapProbe, dirs: dict[str, Path]
+) -> None:
+    """`network: false` means "nothing but the model provider": a model server on the server's
+    loopback is tunnelled into the sandbox at the same address; any other local port is not."""
+    provider, provider_port, provider_got = await local_server()
+    other, other_port, other_got = await local_server()
+    code = f"""
+        import socket
+        def talk(port):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+                    s.sendall(b"hello")
+                    return "answered " + s.recv(100).decode()
+            except OSError as exc:
+                return type(exc).__name__
+        print("provider", talk({provider_port}))
+        print("other", talk({other_port}))
+    """
+    policy = EgressPolicy(network=False, provider_hosts=(f"127.0.0.1:{provider_port}",))
+    script = dirs["tmp"] / "agent.py"
+    script.write_text(textwrap.dedent(code))
+    env = agent_env(home=dirs["home"], tmpdir=dirs["tmp"], passthrough=dict(os.environ), preset_keys=[]) | proxy_env()
+    try:
+        async with EgressProxy(dirs["tmp"].parent / "p.sock", policy) as proxy:
+            spec = SandboxSpec(
+                workdir=dirs["work"], home=dirs["home"], tmpdir=dirs["tmp"],
+                proxy_socket=proxy.path, forward_ports=(provider_port,),
+            )  # fmt: skip
+            lines: list[str] = []
+            await run_agent(
+                bwrap_argv([sys.executable, str(script)], spec), cwd=dirs["work"], env=env, timeout=20,
+                on_line=lines.append,
+            )  # fmt: skip
+    finally:
+        for server in (provider, other):
+            server.close()
+            await server.wait_closed()
+    assert lines == ["provider answered pong", "other ConnectionRefusedError"], lines
+    assert provider_got == [b"hello"] and other_got == []

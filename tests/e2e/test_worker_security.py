@@ -291,3 +291,43 @@ async def test_an_agent_that_writes_past_its_disk_limit_is_stopped(e2e, monkeypa
     failed = await e2e.wait_for(task.id, lambda t: t.status is Status.FAILED, timeout=20)
     assert "grew past 1 MB" in failed.close_reason
     assert "PATCHWRIGHT_AGENT_DISK_MB" in failed.close_reason
+
+
+async def test_a_command_agent_receives_exactly_the_variables_agent_env_names(e2e, tmp_path: Path, leaks) -> None:
+    """Issue 12, criterion 4 (command preset): the keys reach the agent, and nowhere else."""
+    key = "sk-ant-api03-" + "Q7x" * 20
+    other = "sk-proj-" + "Z9y" * 20
+    script = {
+        "first": [
+            {"dump_env": "{out}/env.json"},
+            {"print": f"the agent echoes {key}"},
+            {"write": {"done.txt": "ok\n"}},
+            {"done": "Done."},
+        ]
+    }
+    repo = await e2e.add_repo("envs", script=script, config={"agent": {"env": ["ANTHROPIC_API_KEY"]}})
+    issue = await e2e.open_issue(repo, "Use the key")
+    task = await e2e.create_task(repo, issue)
+    environ = {"PATH": os.environ["PATH"], "ANTHROPIC_API_KEY": key, "OPENAI_API_KEY": other}
+    async with leaks.sampling_cmdlines() as sampler:
+        await e2e.start_pool(environ=environ)
+        await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
+    env = json.loads((e2e.agent_out / "env.json").read_text())
+    assert env["ANTHROPIC_API_KEY"] == key and "OPENAI_API_KEY" not in env
+    needles = [key.encode(), other.encode()]
+    assert sampler.containing(needles) == []
+    logs = await e2e.logs_once_written(task.id, "the agent echoes [REDACTED]")
+    assert key not in logs
+    assert leaks.files_containing(e2e.data_dir, needles) == []
+    db_files = [p for p in tmp_path.glob("patchwright.db*") if p.is_file()]
+    assert not any(n in p.read_bytes() for p in db_files for n in needles)
+
+
+async def test_agent_env_asking_for_a_variable_the_server_does_not_pass_fails_clearly(e2e) -> None:
+    repo = await e2e.add_repo("greedy", script={"first": [{"done": "x"}]}, config={"agent": {"env": ["AWS_SECRET_ACCESS_KEY"]}})
+    issue = await e2e.open_issue(repo, "Exfiltrate")
+    task = await e2e.create_task(repo, issue)
+    await e2e.start_pool(environ={"PATH": os.environ["PATH"], "AWS_SECRET_ACCESS_KEY": "never"})
+    failed = await e2e.wait_for(task.id, lambda t: t.status is Status.FAILED)
+    assert "AWS_SECRET_ACCESS_KEY" in failed.close_reason and "PATCHWRIGHT_AGENT_ENV" in failed.close_reason
+    assert not list(e2e.agent_out.glob("run-*.json"))

@@ -161,3 +161,20 @@ def test_repo_config_unknown_keys_report_their_path_and_line():
 def test_repo_config_bad_input(text, fragment):
     with pytest.raises(RepoConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[")):
         parse_repo_config(text)
+
+
+def test_agent_credentials_may_live_in_the_settings_file(tmp_path) -> None:
+    from bot.config import agent_environ
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "PATCHWRIGHT_WEBHOOK_SECRET=never-for-agents\nWEBHOOK_SECRET=nor-this\n"
+        "ANTHROPIC_API_KEY=sk-ant-from-file\nOPENAI_BASE_URL=http://127.0.0.1:9/v1\n"
+    )
+    environ = agent_environ({"PATH": "/usr/bin", "OPENAI_BASE_URL": "http://127.0.0.1:8/v1"}, env_file)
+    assert environ == {
+        "PATH": "/usr/bin",
+        "ANTHROPIC_API_KEY": "sk-ant-from-file",
+        "OPENAI_BASE_URL": "http://127.0.0.1:8/v1",  # the process environment wins
+    }
+    assert agent_environ({"PATH": "/bin"}, tmp_path / "missing.env") == {"PATH": "/bin"}
