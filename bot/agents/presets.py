@@ -169,6 +169,9 @@ class ClaudePreset(Preset):
     system prompt. That snapshot changes with every commit the bot pushes, so without it the
     prompt prefix (tools, system prompt) of fresh attempts of one task is byte-identical and
     the provider's prompt cache applies across attempts. ``--resume`` runs only append turns.
+    (``--max-budget-usd`` makes Claude Code put a "USD budget: $spent/$limit" reminder into the
+    first user message, before our prompt, and into every tool result: the first message of
+    attempts with different budgets left is shared only up to that number.)
 
     Proven against Claude Code 2.1.197 talking to a scripted Anthropic Messages server
     (tests/agents/test_claude_cli.py, tests/e2e/test_real_claude.py): ``total_cost_usd`` is

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,16 @@ class RecordedRequest:
     body: Any
     raw: bytes
     conversation: bool = False  # answered from the script (not a side request)
+    received: float = field(default_factory=time.monotonic)  # time.monotonic() on arrival
+
+
+#: Where the request being answered keeps its :class:`RecordedRequest` (see :func:`recorded`).
+RECORDED = web.RequestKey("recorded", RecordedRequest)
+
+
+def recorded(request: web.Request) -> RecordedRequest | None:
+    """The record of the request being answered (None outside the server's middleware)."""
+    return request.get(RECORDED)
 
 
 @dataclass
@@ -95,9 +107,9 @@ class ModelServer:
 
     def conversation(self, request: web.Request) -> None:
         """Mark the request being answered as a conversation request (for the records)."""
-        recorded = request.get("recorded")
-        if isinstance(recorded, RecordedRequest):
-            recorded.conversation = True
+        record = recorded(request)
+        if record is not None:
+            record.conversation = True
 
     def conversation_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.conversation]
@@ -118,7 +130,10 @@ class ModelServer:
             body = None
         recorded = RecordedRequest(request.method, request.path, dict(request.headers), body, raw)
         self.requests.append(recorded)
-        request["recorded"] = recorded
+        request[RECORDED] = recorded
+        with warnings.catch_warnings():  # the plain key, for handlers that read request["recorded"]
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            request["recorded"] = recorded
         return await handler(request)
 
 
