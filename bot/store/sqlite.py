@@ -304,13 +304,16 @@ class SQLiteStore:
         async with self._write_lock:
             tx = _WriteTx(self._writer)
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
+                    # BEGIN inside the try that rolls back: cancelled while it is awaited, the
+                    # statement still runs on the connection's thread, and the transaction it
+                    # opened must not outlive this write (every later BEGIN would fail).
+                    await self._writer.execute("BEGIN IMMEDIATE")
                     yield tx
                     await self._writer.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
-                        await self._writer.execute("ROLLBACK")
+                        await asyncio.shield(self._writer.execute("ROLLBACK"))
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite: {exc}") from exc

@@ -23,6 +23,7 @@ dropped or not, redacted the same way — is also appended to a file in the data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -95,6 +96,7 @@ class AttemptLog:
         self._buffer: list[str] = []
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self.secrets: list[str] = []
         # the cap
         self._head_left = head_lines
@@ -186,15 +188,17 @@ class AttemptLog:
                 log.warning("attempt log lines lost: %s", exc)
 
     async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self._batch_seconds)
+        # Ended by `_closing`, never cancelled: a batch it took from the buffer is stored.
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self._batch_seconds)
             await self.flush()
             await self._flush_file()
 
     async def close(self) -> None:
         """Stop the timer, store the tail (after the dropped-count line) and what is buffered."""
         if self._ticker is not None:
-            self._ticker.cancel()
+            self._closing.set()
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
         await self._release_tail()

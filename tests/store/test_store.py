@@ -975,3 +975,16 @@ async def test_group_commit_with_several_writers_closes_right_after_a_submission
     async with asyncio.timeout(5):  # (in this task: close runs before the writers start)
         await commit.close()  # every writer ends, none waiting for a wake-up already spent
     assert [task.result() for task in queued] == list(range(5))
+
+
+async def test_a_write_cancelled_midway_leaves_the_store_usable(store):
+    """A write cancelled while its transaction starts (an attempt's log flush cancelled at
+    close, a handler timing out) must not leave the connection inside that transaction:
+    every later write failed with "cannot start a transaction within a transaction"."""
+    for steps in range(6):
+        pending = asyncio.ensure_future(store.record_fact(f"cancelled-{steps}"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        assert await asyncio.wait_for(store.record_fact(f"after-{steps}"), timeout=10) is True

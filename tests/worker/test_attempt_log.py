@@ -4,6 +4,7 @@ middle is counted in one line, the worker's own lines are always kept — over a
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -198,3 +199,19 @@ async def test_a_long_line_is_stored_cut_and_says_how_much_was_cut() -> None:
         assert len(line) < MAX_STORED_LINE_CHARS + 40
         assert "s3cr3t" not in line
         assert line.endswith(" more characters]")
+
+
+async def test_closing_while_the_timer_stores_a_batch_loses_no_line() -> None:
+    class SlowStore(RecordingStore):
+        async def append_logs(self, task_id: str, attempt: int, lines: list[str]) -> None:
+            await asyncio.sleep(0.05)
+            await super().append_logs(task_id, attempt, lines)
+
+    store = SlowStore()
+    log = make_log(store, batch_seconds=0.01)
+    log.start()
+    for n in range(5):
+        await log.add(f"line {n}")
+    await asyncio.sleep(0.02)  # the timer took the batch and is storing it
+    await log.close()
+    assert store.lines == [f"line {n}" for n in range(5)]
