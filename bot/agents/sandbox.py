@@ -123,8 +123,8 @@ class SandboxLimits:
 @dataclass(frozen=True)
 class SandboxSpec:
     """One sandboxed run: what it may write (``workdir``, ``home``, ``tmpdir``), what it may
-    read besides the system (``read_only``: the repository cache, the prompt, the agent's
-    toolchain), what it must never see even inside those (``protected``: the server's data
+    read besides the system (``read_only``: the repository cache's object store, the prompt,
+    the agent's toolchain), what it must never see even inside those (``protected``: the server's data
     dir, key, database, env files, working directory), its way out (``proxy_socket``, the
     egress proxy's unix socket; without one the sandbox has no network at all) and where the
     supervisor reports a limit (``status_dir``)."""

@@ -37,6 +37,10 @@ Steps (one key each; relative paths are relative to the checkout, ``{out}`` in a
   "unix": [socket paths], "proxy": ["host:port"], "report": "path"}}``: try each operation
   (``proxy``: a CONNECT through ``HTTPS_PROXY``, then "ping") and write what happened as JSON
   (sandbox tests)
+- ``{"run": ["git", "add", "-A"], "report": "path", "check": false, "timeout": 60}``: run a
+  command in the checkout (with the agent's environment) and append what happened
+  (``argv``, ``exit``, ``stdout``, ``stderr``) to the JSON list in ``report`` (default
+  ``run-report.json``); with ``check``, a failure stops the agent with exit code 1
 - ``{"exit": code}``: stop here with that exit code
 
 With ``--out DIR`` every run also records ``DIR/run-<attempt>.json`` (argv, environment,
@@ -51,6 +55,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -302,11 +307,45 @@ class Agent:
             target.write_text(json.dumps(dict(os.environ), indent=1))
         elif "probe" in step:
             self.probe(step["probe"])
+        elif "run" in step:
+            return self.run_command(step)
         elif "exit" in step:
             return int(step["exit"])
         else:
             print(f"fake agent: unknown step {sorted(step)}", file=sys.stderr, flush=True)
             return 2
+        return None
+
+    def run_command(self, step: dict[str, Any]) -> int | None:
+        argv = [str(word) for word in step["run"]]
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=float(step.get("timeout", 60)),
+                check=False,
+            )
+            result = {
+                "argv": argv,
+                "exit": done.returncode,
+                "stdout": done.stdout.decode("utf-8", "replace")[-4000:],
+                "stderr": done.stderr.decode("utf-8", "replace")[-4000:],
+            }
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            result = {"argv": argv, "exit": -1, "stdout": "", "stderr": f"{type(exc).__name__}: {exc}"}
+        target = self.path(str(step.get("report", "run-report.json")))
+        try:
+            results = json.loads(target.read_text()) if target.is_file() else []
+        except ValueError:
+            results = []
+        results.append(result)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(results, indent=1))
+        if step.get("check") and result["exit"] != 0:
+            print(f"fake agent: {' '.join(argv)} failed: {result['stderr']}", file=sys.stderr, flush=True)
+            return 1
         return None
 
     def resolve(self, side: str) -> None:

@@ -257,8 +257,8 @@ def plan_confinement(
 
 
 def disk_usage_mb(*paths: Path) -> float:
-    """What the files under ``paths`` take on disk, in MB (a checkout's ``.git`` file or
-    directory not counted: it lives in the repository cache)."""
+    """What the files under ``paths`` take on disk, in MB (a checkout's ``.git`` too: it is
+    the agent's repository, which the agent writes)."""
     return sum(_tree_bytes(path) for path in paths) / (1024 * 1024)
 
 
@@ -272,8 +272,6 @@ def _tree_bytes(path: Path) -> int:
         except OSError:
             continue
         for entry in entries:
-            if current == path and entry.name == ".git":
-                continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))

@@ -2,7 +2,17 @@
 
 Layout under the data dir: one bare cache repository per GitHub repository
 (``repos/<owner>/<name>.git``, remote branches under ``refs/remotes/origin/*``) and one
-``git worktree`` per task (``work/<task_id>``).
+``git worktree`` per task (``work/<task_id>``), whose git directory stays in the cache.
+
+The agent may use git in its checkout (SPEC §6.3): the checkout's ``.git`` is not the
+worktree's link to the cache but a small repository of the agent's own
+(:func:`make_agent_repository`), inside the checkout and so writable in the sandbox, reading
+the cache's objects through ``objects/info/alternates`` (the sandbox shows the cache's
+``objects`` read-only, nothing else of it) and writing its own. The bot never runs a command
+in that repository, nor reads it: its commands name its own git directory and the work tree
+explicitly, so the agent's config, hooks, index, refs, objects and alternates take no part in
+what the bot commits, checks and pushes — the files in the checkout do. Repositories the
+agent nests in the checkout are kept from running anything too (see :meth:`Checkout._stage_all`).
 
 Every git call is an asyncio subprocess with an explicit environment: no system or global git
 config, no inherited ``GIT_*`` variables, hooks off. The installation token reaches git only
@@ -79,6 +89,10 @@ TRACKING_PREFIX = f"refs/remotes/{REMOTE_NAME}/"
 FETCH_REFSPEC = f"+refs/heads/*:{TRACKING_PREFIX}*"
 STATE_DIR = ".patchwright"
 EXCLUDE_STATE_DIR = f":(exclude){STATE_DIR}"
+#: What neither the bot nor the agent's own git ever stages: the signal directory, and the
+#: caches agent CLIs leave in their working directory (aider's repository map).
+IGNORED_SCRATCH = (f"/{STATE_DIR}/", "/.aider.tags.cache.v*/")
+EXCLUDE_TEXT = "".join(f"{pattern}\n" for pattern in IGNORED_SCRATCH)
 MAX_PUSH_ROUNDS = 4
 NETWORK_TIMEOUT = 600.0
 COMMAND_TIMEOUT = 300.0
@@ -101,6 +115,10 @@ _SAFE_CONFIG: tuple[tuple[str, str], ...] = (
     ("core.fsmonitor", "false"),
 )
 _DIFF_OPTIONS = ("--no-color", "--no-ext-diff", "--no-textconv", "--find-renames", "--no-abbrev")
+#: What the agent's repository gets of the bot's state: the index (so ``git status`` starts
+#: clean, or shows the conflicts of a merge left for the agent) and a merge in progress.
+_AGENT_STATE_FILES = ("index", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "AUTO_MERGE", "ORIG_HEAD")
+_GITLINK_MODE = b"160000 "
 _IN_PROGRESS = ("MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD", "REVERT_HEAD")
 _QUIT_COMMANDS: Mapping[str, str] = MappingProxyType(
     {"MERGE_HEAD": "merge", "CHERRY_PICK_HEAD": "cherry-pick", "REVERT_HEAD": "revert"}
@@ -304,6 +322,75 @@ def cache_config_text(identity: tuple[str, str]) -> str:
         f'\tname = "{name}"\n'
         f'\temail = "{email}"\n'
     )
+
+
+def agent_config_text(identity: tuple[str, str]) -> str:
+    """The config of an agent's repository: a plain non-bare repository, committing as the bot
+    (the agent's commits never leave the checkout: the bot commits the files itself)."""
+    name, email = (v.replace("\\", "\\\\").replace('"', '\\"') for v in identity)
+    return (
+        "[core]\n"
+        "\trepositoryformatversion = 0\n"
+        "\tfilemode = true\n"
+        "\tbare = false\n"
+        "\tlogallrefupdates = true\n"
+        "[user]\n"
+        f'\tname = "{name}"\n'
+        f'\temail = "{email}"\n'
+    )
+
+
+def make_agent_repository(
+    git_dir: Path,
+    *,
+    objects: Path,
+    state_from: Path,
+    head_ref: str,
+    refs: Mapping[str, str],
+    config: str,
+) -> None:
+    """Replace whatever is at ``git_dir`` (a worktree's ``.git`` file, an earlier agent's
+    repository) with a new repository for the agent: ``HEAD`` on ``head_ref``, the loose
+    ``refs``, ``config``, the shared ``objects`` as its only alternate, and a copy of the
+    index and merge state found in ``state_from`` (the bot's git directory). Written directly,
+    without running git: a few small files and a copy of the index."""
+    _remove_tree(git_dir)
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
+        (git_dir / sub).mkdir(parents=True, exist_ok=True)
+    (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n", encoding="utf-8")
+    for ref, sha in refs.items():
+        target = git_dir / ref
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(sha + "\n", encoding="ascii")
+    (git_dir / "config").write_text(config, encoding="utf-8")
+    (git_dir / "info" / "exclude").write_text(EXCLUDE_TEXT, encoding="utf-8")
+    for name in _AGENT_STATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(state_from / name, git_dir / name)
+    (git_dir / "HEAD").write_text(f"ref: {head_ref}\n", encoding="utf-8")  # last: now it is a repository
+
+
+class _GitlinkLister:
+    """Reads ``git ls-files --stage -z`` as it streams and keeps the paths of gitlinks (mode
+    160000); holds one record at a time."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []  # as the file system names them (surrogate escapes kept)
+        self._partial = b""
+        self._overlong = False  # inside a record longer than any path: not one to keep
+
+    def feed(self, chunk: bytes) -> None:
+        records = (self._partial + chunk).split(b"\0")
+        self._partial = records.pop()
+        for record in records:
+            if self._overlong:
+                self._overlong = False
+            elif record.startswith(_GITLINK_MODE):
+                _, tab, path = record.partition(b"\t")
+                if tab:
+                    self.paths.append(path.decode("utf-8", "surrogateescape"))
+        if len(self._partial) > MAX_LINE_PIECE:
+            self._partial, self._overlong = b"", True
 
 
 def tracking_ref(branch: str) -> str:
@@ -835,8 +922,10 @@ class Workspaces:
         fresh: bool,
     ) -> Checkout:
         """Fetch the cache clone and create the task's worktree on ``branch``: new from
-        ``origin/<base_branch>`` when ``fresh``, else exactly the remote branch. A leftover
-        worktree of the same task is discarded first."""
+        ``origin/<base_branch>`` when ``fresh``, else exactly the remote branch, with a git
+        repository of the agent's own as its ``.git`` (see
+        :meth:`Checkout.prepare_agent_repository`). A leftover worktree of the same task is
+        discarded first."""
         check_branch_name(branch)
         check_branch_name(base_branch)
         check_remote_url(remote_url)
@@ -867,7 +956,7 @@ class Workspaces:
                 ["worktree", "add", "--quiet", "-B", branch, str(path), start], git_dir=cache
             )
             admin = await self._admin_dir(path)
-        return Checkout(
+        checkout = Checkout(
             workspaces=self,
             repo=repo,
             remote_url=remote_url,
@@ -879,6 +968,8 @@ class Workspaces:
             start_sha=start,
             remote_sha=remote_sha,
         )
+        await checkout.prepare_agent_repository(head=start, base_sha=base_sha)
+        return checkout
 
     async def discard(self, *, repo: str, task_id: str) -> None:
         """Remove a task's worktree, if any (for cleanup without a :class:`Checkout`)."""
@@ -955,7 +1046,7 @@ class Workspaces:
         if not (cache / "HEAD").is_file():
             await asyncio.to_thread(cache.parent.mkdir, parents=True, exist_ok=True)
             await self.runner.run(["init", "--quiet", "--bare", str(cache)])
-        await asyncio.to_thread(_write_file, cache / "info" / "exclude", f"/{STATE_DIR}/\n")
+        await asyncio.to_thread(_write_file, cache / "info" / "exclude", EXCLUDE_TEXT)
 
     async def _write_config(self, cache: Path) -> None:
         await asyncio.to_thread(_write_file, cache / "config", cache_config_text(self.identity))
@@ -969,10 +1060,8 @@ class Workspaces:
                 await self._discard(cache, path)
 
     async def _discard(self, cache: Path, path: Path) -> None:
-        if (cache / "HEAD").is_file() and path.exists():
-            await self.runner.run(
-                ["worktree", "remove", "--force", "--force", str(path)], git_dir=cache, check=False
-            )
+        """Delete a worktree's files, then let git forget the worktree (``git worktree
+        remove`` would refuse: its ``.git`` is the agent's repository, not a link)."""
         await asyncio.to_thread(_remove_tree, path)
         if (cache / "HEAD").is_file():
             await self.runner.run(["worktree", "prune"], git_dir=cache, check=False)
@@ -1014,7 +1103,10 @@ class _MarkerCount:
 @dataclass(eq=False)
 class Checkout:
     """A task's worktree. ``start_sha``: the head the attempt started from; ``remote_sha``:
-    the task branch on the remote when checked out (updated by successful pushes)."""
+    the task branch on the remote when checked out (updated by successful pushes).
+
+    ``admin_dir`` is the bot's git directory of the worktree (in the cache); the checkout's
+    own ``.git`` is the agent's repository, which the bot never uses."""
 
     workspaces: Workspaces = field(repr=False)
     repo: str
@@ -1047,6 +1139,32 @@ class Checkout:
             env=env,
             check=check,
             input=input,
+        )
+
+    @property
+    def shared_objects(self) -> Path:
+        """The cache's object store: the agent's repository reads it (alternates), so the
+        sandbox shows it read-only."""
+        return self.cache / "objects"
+
+    async def prepare_agent_repository(self, *, head: str, base_sha: str | None) -> None:
+        """(Re)make the agent's repository at ``<checkout>/.git``: on the task branch at
+        ``head``, with ``origin/<base>`` and ``origin/<branch>`` as last fetched, the bot's
+        index and any merge in progress. Called before the agent runs; whatever the agent
+        leaves in it afterwards is never read by the bot."""
+        refs = {f"refs/heads/{self.branch}": head}
+        if base_sha is not None:
+            refs[tracking_ref(self.base_branch)] = base_sha
+        if self.remote_sha is not None:
+            refs[tracking_ref(self.branch)] = self.remote_sha
+        await asyncio.to_thread(
+            make_agent_repository,
+            self.path / ".git",
+            objects=self.shared_objects,
+            state_from=self.admin_dir,
+            head_ref=f"refs/heads/{self.branch}",
+            refs=refs,
+            config=agent_config_text(self.workspaces.identity),
         )
 
     def _in_progress(self) -> list[str]:
@@ -1095,8 +1213,19 @@ class Checkout:
     async def _stage_all(self, env: Mapping[str, str] | None = None) -> None:
         """Stage every change except under ``.patchwright/`` (ignored through info/exclude;
         unstaged again in case the repository tracks it). Raises
-        :class:`UnstageablePathError` when git refuses a path the agent wrote."""
-        added = await self._git("add", "--all", env=env, check=False)
+        :class:`UnstageablePathError` when git refuses a path the agent wrote.
+
+        Gitlinks whose directory holds a repository (a submodule the agent checked out, a
+        repository it made that an earlier commit added) are left as they are: ``git add``
+        would run ``git status`` inside them, with their own config — the agent's filters."""
+        nested = await self._nested_repositories(env)
+        if len(nested) > MAX_EXCLUDED_PATHS:
+            reasons = ["a git repository inside the checkout"] * len(nested)
+            raise UnstageablePathError(
+                redact(unstageable_message(nested, reasons, "")), paths=nested, returncode=None, output=""
+            )
+        pathspec = ["--", ":(top)", *(":(top,exclude,literal)" + path for path in nested)] if nested else []
+        added = await self._git("add", "--all", *pathspec, env=env, check=False)
         if added.returncode != 0:
             stderr = added.stderr.decode("utf-8", "replace")
             paths, reasons = parse_add_failure(stderr)
@@ -1111,6 +1240,18 @@ class Checkout:
                 )
             raise self.workspaces.runner.error("add", added, None)
         await self._git("reset", "--quiet", "--", STATE_DIR, env=env)
+
+    async def _nested_repositories(self, env: Mapping[str, str] | None = None) -> list[str]:
+        """Gitlinks of the index (``env``'s) whose directory in the checkout has a ``.git``."""
+        lister = _GitlinkLister()
+        await self._stream(["ls-files", "--stage", "-z"], lister.feed, env=env)
+        if not lister.paths:
+            return []
+
+        def with_git(paths: Iterable[str]) -> list[str]:
+            return [path for path in paths if os.path.lexists(self.path / path / ".git")]
+
+        return await asyncio.to_thread(with_git, dict.fromkeys(lister.paths))  # once per conflict stage
 
     async def _changed_files(
         self, old: str, new: str | None, env: Mapping[str, str] | None = None
@@ -1271,9 +1412,12 @@ class Checkout:
         """Whether HEAD's tree, or uncommitted work, differs from ``sha``'s tree."""
         if await self._tree("HEAD") != await self._tree(sha):
             return True
+        # Not the work trees of submodules: git would run `git status` inside them, with their
+        # own config (the agent may have made them), and they are not the bot's to commit.
         status = await self._git(
-            "status", "--porcelain", "-z", "--untracked-files=all", "--", ".", EXCLUDE_STATE_DIR
-        )
+            "status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=dirty",
+            "--", ".", EXCLUDE_STATE_DIR,
+        )  # fmt: skip
         return bool(status.stdout.strip(b"\0"))
 
     async def push(self, *, expected_remote: str | None, auth: GitAuth) -> PushResult:
@@ -1375,6 +1519,7 @@ class Checkout:
         )
         if result.returncode == 0:
             after = await self.head()
+            await self.prepare_agent_repository(head=after, base_sha=base_sha)
             return MergeOutcome(clean=True, sha=after, up_to_date=after == before)
         if not self.merge_in_progress():
             raise self.workspaces.runner.error("merge", result, None)
@@ -1382,6 +1527,7 @@ class Checkout:
         self._conflict_fingerprints = {
             path: await asyncio.to_thread(_fingerprint, self.path / path) for path in conflicts
         }
+        await self.prepare_agent_repository(head=before, base_sha=base_sha)  # the agent resolves it
         return MergeOutcome(clean=False, conflicts=tuple(conflicts))
 
     async def conclude_merge(self) -> str:

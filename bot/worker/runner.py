@@ -646,7 +646,7 @@ class AttemptRunner:
             home=home,
             tmpdir=tmp,
             agent_dir=agent_dir,
-            read_only=[checkout.cache, prompt_dir],
+            read_only=[checkout.shared_objects, prompt_dir],  # the agent's .git reads the objects
             grace=self.options.kill_grace,
             endpoints=endpoints,
         )

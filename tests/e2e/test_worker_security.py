@@ -331,3 +331,108 @@ async def test_agent_env_asking_for_a_variable_the_server_does_not_pass_fails_cl
     failed = await e2e.wait_for(task.id, lambda t: t.status is Status.FAILED)
     assert "AWS_SECRET_ACCESS_KEY" in failed.close_reason and "PATCHWRIGHT_AGENT_ENV" in failed.close_reason
     assert not list(e2e.agent_out.glob("run-*.json"))
+
+
+GREETING = "def greet(name):\n    return 'hello ' + name\n"
+
+
+async def test_under_bubblewrap_the_agent_uses_git_in_its_checkout_and_nothing_it_plants_runs(
+    e2e, tmp_path: Path
+) -> None:
+    """Issue 12, criterion 2: in bubblewrap the agent runs `git status`, `git add`, `git commit`,
+    `git stash`, `git diff` in its checkout and they succeed; the bot pushes exactly the files
+    it left (committed by the agent or not), in a commit of its own; the hooks, config and
+    alternates it plants in its `.git` never run in the bot's commands; and it still cannot
+    read or write the cache (but its objects, read-only), another task's checkout or the data
+    dir."""
+    require_bwrap()
+    marker = tmp_path / "the-bot-ran-the-agents-code"
+    hook = f"#!/bin/sh\necho \"$0 $*\" >> '{marker}'\ncat\n"
+    name = "gitting"
+    cache = e2e.data_dir / "repos" / "octo-org" / f"{name}.git"
+    other = e2e.data_dir / "work" / "task_other"  # another task's checkout, as it is during its run
+    (other / ".git" / "objects").mkdir(parents=True)
+    (other / "work.txt").write_text("another task's work\n")
+    writes = [cache / "objects" / "pwned", cache / "config", other / "pwned", e2e.data_dir / "pwned"]
+    git_runs = [
+        ["git", "status", "--porcelain"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "agent: greet with hello"],
+        ["git", "log", "-1", "--format=%s"],
+        ["git", "stash", "list"],
+    ]
+    script = {
+        "first": [
+            {"write": {"src/app.py": GREETING, "notes.md": "written and committed by the agent\n"}},
+            *({"run": argv, "check": True} for argv in git_runs),
+            {"write": {"stashed.txt": "stashed, then popped\n"}},
+            {"run": ["git", "stash", "push", "-u", "-q", "--", "stashed.txt"], "check": True},
+            {"run": ["git", "stash", "pop", "-q"], "check": True},
+            {"write": {"later.txt": "left uncommitted by the agent\n"}},
+            {"run": ["git", "diff", "HEAD~1", "--stat"], "check": True},
+            {"run": ["git", "status", "--porcelain"], "check": True},
+            # What it plants for the bot: hooks, fsmonitor, a filter, includes and alternates.
+            {"write": {f".git/hooks/{h}": hook for h in ("pre-commit", "post-commit", "pre-push", "reference-transaction", "post-index-change")}},
+            {"write": {".git/planted/hook": hook, ".git/planted/include": f"[core]\n\tfsmonitor = {marker}\n"}},
+            {"run": ["chmod", "-R", "+x", ".git/hooks", ".git/planted"], "check": True},
+            {"run": ["git", "config", "core.fsmonitor", ".git/planted/hook"], "check": True},
+            {"run": ["git", "config", "filter.evil.clean", ".git/planted/hook"], "check": True},
+            {"run": ["git", "config", "diff.external", ".git/planted/hook"], "check": True},
+            {"run": ["git", "config", "credential.helper", "!.git/planted/hook"], "check": True},
+            {"run": ["git", "config", "includeIf.gitdir:/.path", ".git/planted/include"], "check": True},
+            {"write": {".gitattributes": "* filter=evil diff=evil merge=evil\n"}},
+            {"append": {".git/objects/info/alternates": f"{other / '.git' / 'objects'}\n{e2e.data_dir}\n"}},
+            {
+                "probe": {
+                    "read": [str(cache / "config"), str(cache / "HEAD"), str(other / "work.txt"), str(tmp_path / "patchwright.db")],
+                    "list": [str(cache), str(e2e.data_dir / "work"), str(other)],
+                    "report": "probe.json",
+                }
+            },
+            # Writes outside the checkout fail or land in the sandbox's own /tmp (tmp_path is there).
+            {"probe": {"write": [str(p) for p in writes], "report": "probe-writes.json"}},
+            {"done": "Greeted with hello, using git."},
+        ]
+    }  # fmt: skip
+    repo = await e2e.add_repo(name, script=script)
+    issue = await e2e.open_issue(repo, "Greet with hello")
+    task = await e2e.create_task(repo, issue)
+    await e2e.start_pool(sandbox="bwrap")
+    done = await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW or t.status is Status.FAILED, timeout=60)
+    assert done.status is Status.REVIEW, done.last_error_signature
+
+    runs = json.loads(await e2e.read(repo, done.branch, "run-report.json"))
+    assert [r["argv"] for r in runs][: len(git_runs)] == git_runs
+    failed = [r for r in runs if r["exit"] != 0]
+    assert failed == [], failed
+    assert runs[0]["stdout"].splitlines() == [" M src/app.py", "?? notes.md"]
+    assert runs[3]["stdout"].strip() == "agent: greet with hello"
+    diff, status = runs[7], runs[8]  # after stash push and pop
+    assert diff["argv"][:2] == ["git", "diff"] and "src/app.py" in diff["stdout"] and "notes.md" in diff["stdout"]
+    assert status["stdout"].splitlines() == [" M run-report.json", "?? later.txt", "?? stashed.txt"]
+
+    # The bot pushed the files as the agent left them, in its own commit.
+    for path, content in {
+        "src/app.py": GREETING,
+        "notes.md": "written and committed by the agent\n",
+        "stashed.txt": "stashed, then popped\n",
+        "later.txt": "left uncommitted by the agent\n",
+    }.items():
+        assert await e2e.read(repo, done.branch, path) == content, path
+    assert done.head_sha == await e2e.branch_sha(repo, done.branch)
+    log = await e2e.git(repo, "log", "-1", "--format=%an|%s", done.branch)
+    assert log.startswith(f"{e2e.bot_login}|") and "agent: greet with hello" not in log
+    tree = await e2e.git(repo, "ls-tree", "-r", "--name-only", done.branch)
+    assert not [p for p in tree.split() if p == ".git" or p.startswith(".git/")]
+    assert not marker.exists(), marker.read_text()
+
+    probe = json.loads(await e2e.read(repo, done.branch, "probe.json"))
+    assert [p for p, r in probe["read"].items() if r.startswith("ok")] == [], probe["read"]
+    assert probe["list"][str(cache)] == "ok: objects", probe["list"]  # of the cache, its objects only
+    assert probe["list"][str(e2e.data_dir / "work")] == f"ok: {task.id}", probe["list"]
+    assert probe["list"][str(other)].startswith("FileNotFoundError"), probe["list"]
+    writes_seen = json.loads(await e2e.read(repo, done.branch, "probe-writes.json"))["write"]
+    assert writes_seen[str(cache / "objects" / "pwned")] == "OSError: Read-only file system", writes_seen
+    assert not [p for p in writes if p.exists() and p.name == "pwned"]
+    assert "written by the fake agent" not in (cache / "config").read_text()
+    assert (other / "work.txt").read_text() == "another task's work\n"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,42 @@ class Harness:
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         return out.decode()
+
+    @staticmethod
+    async def bot_git(co: Checkout, *args: str) -> str:
+        """A local git command on the bot's own view of a checkout (its git directory in the
+        cache, the checkout as work tree), as :class:`Checkout` runs them."""
+        result = await co.workspaces.runner.run(
+            args, git_dir=co.admin_dir, work_tree=co.path, cwd=co.path
+        )
+        return result.text
+
+    @staticmethod
+    def loose_object(kind: str, data: bytes) -> tuple[str, bytes]:
+        """(object id, loose object file content) of a git object of ``kind`` holding ``data``."""
+        raw = f"{kind} {len(data)}\0".encode() + data
+        return hashlib.sha1(raw).hexdigest(), zlib.compress(raw)
+
+    @staticmethod
+    async def agent_git(
+        cwd: Path, *args: str, check: bool = True, input: bytes | None = None, home: Path | None = None
+    ) -> tuple[int, str, str]:
+        """Run git in a checkout as an agent would: the environment an agent gets (PATH, a
+        HOME of its own, no ``GIT_*`` variable), so git finds the checkout's ``.git`` itself.
+        Returns (exit code, stdout, stderr)."""
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home or cwd.parent), "LANG": "C.UTF-8"},
+        )
+        out, err = await proc.communicate(input)
+        if check:
+            assert proc.returncode == 0, (args, err.decode())
+        return proc.returncode or 0, out.decode(), err.decode()
 
 
 @pytest.fixture

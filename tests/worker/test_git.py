@@ -195,7 +195,7 @@ async def test_first_checkout_commit_push_and_continue(harness) -> None:
     assert (co.start_sha, co.remote_sha, co.branch) == (main, None, BRANCH)
     assert await co.head() == main
     assert (co.path / "README.md").read_text() == harness.initial_files["README.md"]
-    assert (await harness.git_out(co.path, "branch", "--show-current")).strip() == BRANCH
+    assert (await harness.bot_git(co, "branch", "--show-current")).strip() == BRANCH
 
     assert await co.commit_all("nothing") is None
     harness.write(
@@ -208,10 +208,10 @@ async def test_first_checkout_commit_push_and_continue(harness) -> None:
     assert await co.has_diff_since(main)
     sha = await co.commit_all("Fix greeting\n\n# Heading kept")
     assert sha is not None and sha != main
-    log = await harness.git_out(co.path, "log", "-1", "--format=%an <%ae>|%cn|%B")
+    log = await harness.bot_git(co, "log", "-1", "--format=%an <%ae>|%cn|%B")
     assert log.startswith(f"{harness.bot[0]} <{harness.bot[1]}>|{harness.bot[0]}|Fix greeting")
     assert "# Heading kept" in log
-    tree = await harness.git_out(co.path, "ls-tree", "-r", "--name-only", "HEAD")
+    tree = await harness.bot_git(co, "ls-tree", "-r", "--name-only", "HEAD")
     assert ".patchwright/signal.json" not in tree and "NEW.md" in tree
 
     result = await co.push(expected_remote=None, auth=remote.auth)
@@ -248,7 +248,10 @@ async def test_branch_tips_and_admin_dir_match_what_git_says(harness) -> None:
     prefix = BRANCH.rsplit("-", 1)[0]  # a branch name that is a prefix of ours: not on the remote
     tips = await harness.workspaces.branch_tips(cache, ["main", BRANCH, prefix, "absent"])
     assert tips == {"main": await harness.remote.sha("main"), BRANCH: sha}
-    assert co.admin_dir == Path((await harness.git_out(co.path, "rev-parse", "--absolute-git-dir")).strip())
+    # The bot's git directory is the worktree's in the cache (the checkout's .git is the agent's).
+    assert co.admin_dir.parent == cache / "worktrees"
+    assert (co.admin_dir / "gitdir").read_text().strip() == str(co.path / ".git")
+    assert (await harness.bot_git(co, "rev-parse", "--git-common-dir")).strip() == str(cache)
 
 
 async def test_checkout_of_missing_branches_fails_clearly(harness) -> None:
@@ -283,7 +286,7 @@ async def test_concurrent_checkouts_of_one_repo(harness) -> None:
     assert await harness.remote.read("patchwright/2-b", "a.txt") is None
     await a.remove()
     assert not a.path.exists() and b.path.exists()
-    listing = await harness.git_out(b.path, "worktree", "list", "--porcelain")
+    listing = await harness.bot_git(b, "worktree", "list", "--porcelain")
     assert str(a.path) not in listing and str(b.path) in listing
 
 
@@ -291,7 +294,7 @@ async def test_a_restarted_task_takes_over_its_branch(harness) -> None:
     old = await harness.checkout(task_id="task_old")
     new = await harness.checkout(task_id="task_new")
     assert not old.path.exists() and new.path.exists()
-    assert (await harness.git_out(new.path, "branch", "--show-current")).strip() == BRANCH
+    assert (await harness.bot_git(new, "branch", "--show-current")).strip() == BRANCH
 
 
 async def _pushed_branch(harness):
@@ -359,7 +362,7 @@ async def test_push_reports_a_conflict_and_leaves_the_remote_alone(harness) -> N
     assert await remote.sha(BRANCH) == human
     assert await co.head() == bot_commit  # local work kept, no operation left in progress
     assert not co.merge_in_progress()
-    assert (await harness.git_out(co.path, "status", "--porcelain")).strip() == ""
+    assert (await harness.bot_git(co, "status", "--porcelain")).strip() == ""
 
 
 async def test_push_recreates_a_branch_a_human_deleted(harness) -> None:
@@ -393,7 +396,7 @@ async def test_salvage_pushes_only_the_wip_branch(harness) -> None:
     assert await remote.read(sha, ".patchwright/signal.json") is None
     # The worktree, its index and branch stay as they were.
     assert await fresh.head() == first
-    status = await harness.git_out(fresh.path, "status", "--porcelain")
+    status = await harness.bot_git(fresh, "status", "--porcelain")
     assert "?? half.py" in status and " D README.md" in status
 
 
@@ -425,7 +428,7 @@ async def test_merge_base_clean_is_committed_and_pushed(harness) -> None:
     on_main = await remote.human_commit("main", {"docs/main-only.md": "main\n"})
     outcome = await co.merge_base(auth=remote.auth)
     assert outcome.clean and not outcome.up_to_date and outcome.conflicts == ()
-    info = await harness.git_out(co.path, "log", "-1", "--format=%P|%s")
+    info = await harness.bot_git(co, "log", "-1", "--format=%P|%s")
     parents, subject = info.strip().split("|")
     assert parents.split() == [first, on_main]
     assert subject == f"Merge branch 'main' into {BRANCH}"
@@ -472,9 +475,9 @@ async def test_merge_base_conflict_then_conclude(harness) -> None:
     harness.write(co.path, {"docs/guide.md": None})
     sha = await co.conclude_merge()
     assert not co.merge_in_progress()
-    parents = (await harness.git_out(co.path, "log", "-1", "--format=%P")).split()
+    parents = (await harness.bot_git(co, "log", "-1", "--format=%P")).split()
     assert len(parents) == 2
-    assert (await harness.git_out(co.path, "status", "--porcelain")).strip() == ""
+    assert (await harness.bot_git(co, "status", "--porcelain")).strip() == ""
     result = await co.push(expected_remote=first, auth=remote.auth)
     assert result.ok and await remote.sha(BRANCH) == sha
     assert await remote.read(BRANCH, "src/app.py") == "def greet():\n    return 'hello, hey'\n"
