@@ -5,21 +5,25 @@ environment additions), reads the CLI's streamed lines into a :class:`StreamStat
 session id, structured errors) and, once the process ended, decides the
 :class:`~bot.agents.result.AgentResult` from structured facts only.
 
-Verified against: Claude Code 2.1.197 (``@anthropic-ai/claude-code``), Codex CLI 0.169.0
+Verified against: Claude Code 2.1.197 (``@anthropic-ai/claude-code``), Codex CLI 0.171.0
 (``@openai/codex``), aider 0.86.2 (``aider-chat``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import os
 import re
 import shlex
+import stat
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.agents.result import AgentOutcome, AgentResult, CliReport, KillReason, classify
 from bot.agents.signal import SignalRead
@@ -33,7 +37,14 @@ _TAIL_LINE_CHARS = 500
 class Invocation:
     """What the worker asks for: the prompt (also written to ``prompt_file``, outside the
     checkout), the checkout, the model, a session to resume, the spend left for this
-    attempt, and whether the process runs inside our bubblewrap sandbox."""
+    attempt, whether the process runs inside our bubblewrap sandbox, and the environment
+    the agent will run with.
+
+    ``env`` is that environment as :func:`bot.agents.sandbox.agent_env` built it (HOME, PATH,
+    TMPDIR and the preset's ``provider_keys``): a preset reads its provider's endpoint from
+    it (Codex turns ``OPENAI_BASE_URL`` into ``-c`` provider overrides) and finds the CLI's
+    own files under its HOME. It holds credentials: never shown (``repr``), never compared,
+    and a preset puts none of its secrets on a command line."""
 
     prompt: str
     prompt_file: str
@@ -42,6 +53,7 @@ class Invocation:
     session_id: str = ""
     max_cost_usd: float | None = None
     sandboxed: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,21 +380,249 @@ DEFAULT_PRICES = PriceTable(
 )
 
 
+#: The model Codex CLI 0.171 uses when it is given none (as its requests name it); a run
+#: without ``-m`` is priced as this model. A resumed thread without ``-m`` uses it too (not
+#: the model the thread started with).
+CODEX_DEFAULT_MODEL = "gpt-6.2-sol"
+#: The id of the model provider the preset defines for ``OPENAI_BASE_URL``.
+CODEX_PROVIDER_ID = "patchwright"
+OPENAI_API_URL = "https://api.openai.com/v1"
+#: How much of the end of a Codex session file is read for its token totals.
+_ROLLOUT_TAIL_BYTES = 4 * 1024 * 1024
+#: How many directory entries are looked at, at most, to find it.
+_ROLLOUT_SCAN_ENTRIES = 10_000
+_THREAD_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts as Codex reports them (``input`` includes ``cached_input``)."""
+
+    input: int = 0
+    cached_input: int = 0
+    output: int = 0
+
+    @classmethod
+    def from_event(cls, usage: Any) -> TokenUsage:
+        if not isinstance(usage, dict):
+            return cls()
+        return cls(
+            int(_number(usage.get("input_tokens")) or 0),
+            int(_number(usage.get("cached_input_tokens")) or 0),
+            int(_number(usage.get("output_tokens")) or 0),
+        )
+
+    def since(self, earlier: TokenUsage) -> TokenUsage:
+        """What was added after ``earlier`` (never negative)."""
+        return TokenUsage(
+            max(0, self.input - earlier.input),
+            max(0, self.cached_input - earlier.cached_input),
+            max(0, self.output - earlier.output),
+        )
+
+
+def codex_thread_usage(home: str, thread_id: str, *, latest: bool = False) -> TokenUsage | None:
+    """The token totals Codex has recorded for ``thread_id`` under ``home`` (its session
+    file ``~/.codex/sessions/YYYY/MM/DD/rollout-…-<thread>.jsonl``: the last ``token_count``
+    event's ``total_token_usage``), or None when there is no such record.
+
+    That record is where ``codex exec resume`` takes the thread's totals from, to which it
+    adds the new run's usage before reporting ``turn.completed``: the difference is exactly
+    the run's usage, whatever the file says. Codex writes ``token_count`` once the tools an
+    answer asked for have run; ``latest`` also counts the ``token_usage_record`` it writes
+    as soon as an answer arrived (``thread_token_usage``), for a run killed in between.
+
+    The agent can write its HOME, so nothing there is trusted beyond numbers: no symlink is
+    followed, only regular files are opened, and only the end of the file is read."""
+    if not home or not _THREAD_ID.fullmatch(thread_id):
+        return None
+    suffix = f"-{thread_id}.jsonl"
+    directory = os.path.join(home, ".codex", "sessions")
+    found: list[str] = []
+    budget = [_ROLLOUT_SCAN_ENTRIES]  # the agent could fill the directory to stall the worker
+
+    def walk(path: str, depth: int) -> None:
+        try:
+            with os.scandir(path) as listing:
+                entries = list(itertools.islice(listing, budget[0]))
+        except OSError:
+            return
+        budget[0] -= len(entries)
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False) and depth < 3:
+                    walk(entry.path, depth + 1)
+                elif (
+                    entry.name.startswith("rollout-")
+                    and entry.name.endswith(suffix)
+                    and entry.is_file(follow_symlinks=False)
+                ):
+                    found.append(entry.path)
+            except OSError:
+                continue
+
+    codex_home = os.path.dirname(directory)
+    if os.path.isdir(directory) and not os.path.islink(directory) and not os.path.islink(codex_home):
+        walk(directory, 0)
+    totals: TokenUsage | None = None
+    for path in sorted(found):
+        usage = _last_token_count(path, latest=latest)
+        if usage is not None:
+            totals = usage
+    return totals
+
+
+def _last_token_count(path: str, *, latest: bool) -> TokenUsage | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        start = max(0, info.st_size - _ROLLOUT_TAIL_BYTES)
+        os.lseek(fd, start, os.SEEK_SET)
+        chunks = []
+        remaining = info.st_size - start
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    for raw in reversed(b"".join(chunks).splitlines()):
+        if b'"token_count"' not in raw and not (latest and b'"token_usage_record"' in raw):
+            continue
+        event = _json_object(raw.decode("utf-8", "replace"))
+        payload = event.get("payload") if event else None
+        if not isinstance(payload, dict):
+            continue
+        total: Any = None
+        if payload.get("type") == "token_count" and isinstance(payload.get("info"), dict):
+            total = payload["info"].get("total_token_usage")
+        elif latest and event is not None and event.get("type") == "token_usage_record":
+            total = payload.get("thread_token_usage")
+        if isinstance(total, dict):
+            return TokenUsage.from_event(total)
+    return None
+
+
+def checkout_git_dir(workdir: str) -> str:
+    """The git directory of the checkout at ``workdir``: its ``.git`` directory, or the one
+    a ``.git`` file names (``gitdir: …``); "" when there is none (or a symlink)."""
+    if not workdir:
+        return ""
+    dot_git = os.path.join(os.path.abspath(workdir), ".git")
+    if os.path.islink(dot_git):
+        return ""
+    if os.path.isdir(dot_git):
+        return dot_git
+    try:
+        with open(dot_git, "rb") as handle:
+            text = handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    first = text.splitlines()[0] if text else ""
+    if not first.startswith("gitdir:"):
+        return ""
+    path = os.path.normpath(os.path.join(os.path.dirname(dot_git), first[len("gitdir:") :].strip()))
+    return path if os.path.isdir(path) and not os.path.islink(path) else ""
+
+
+@dataclass(slots=True)
+class CodexState(StreamState):
+    """A Codex run's :class:`StreamState`, plus what its cost is computed from."""
+
+    prices: TokenPrices | None = None
+    baseline: TokenUsage = TokenUsage()  # the thread's totals before this run (resumed threads)
+    home: str = ""
+    turn_completed: bool = False
+
+
 class CodexPreset(Preset):
     """``codex exec --json``, prompt on stdin (``-``); resumes with ``codex exec resume``.
 
     Inside our bubblewrap sandbox Codex's own sandbox is bypassed (it cannot nest); outside
-    it Codex runs with its ``workspace-write`` sandbox. Codex reports tokens, not dollars:
-    give ``prices`` to turn them into a cost.
+    it Codex runs with its ``workspace-write`` sandbox, which keeps a checkout's git directory
+    read-only unless named a writable root: the preset names it, so the agent can run
+    ``git add``/``git commit`` as under bubblewrap (nothing it writes there runs in the bot's
+    own git commands).
+
+    **Endpoint.** Codex (0.171) no longer reads ``OPENAI_BASE_URL``, and the agent's HOME is
+    new for every task, so no ``config.toml`` can name a provider. When the agent's
+    environment (``Invocation.env``) has ``OPENAI_BASE_URL``, the preset defines a provider
+    with ``-c`` overrides: ``model_provider="patchwright"`` and
+    ``model_providers.patchwright.{name, base_url, wire_api="responses", env_key}``, where
+    ``env_key`` names the variable holding the key (``OPENAI_API_KEY``, else
+    ``CODEX_API_KEY``; none for a keyless local server). With ``OPENAI_API_KEY`` and no
+    ``OPENAI_BASE_URL``, the same provider points at ``https://api.openai.com/v1``: Codex's
+    built-in provider ignores ``OPENAI_API_KEY`` (it wants a login or ``CODEX_API_KEY``, which
+    is left to it). The URL's user information, if any, is dropped: only the endpoint is put
+    on the command line, never a credential. Codex's
+    plugin catalog sync and its analytics are turned off (``features.plugins=false``,
+    ``analytics.enabled=false``): otherwise every run also calls github.com, api.github.com,
+    chatgpt.com and ab.chatgpt.com, none of which a task needs.
+
+    **Cost.** Codex reports tokens, not dollars: ``turn.completed`` carries the *thread's*
+    totals (after ``codex exec resume`` they include every earlier run: 2400 → 4800 → 7200
+    for three runs of 2400 tokens each). The run's usage is those totals minus what the
+    thread had recorded before the run — read at :meth:`build` from Codex's own session file
+    in the agent's HOME (:func:`codex_thread_usage`), the very record Codex adds the new
+    run's usage to — priced per model with ``prices`` (the invocation's model, else
+    :data:`CODEX_DEFAULT_MODEL`). A run that ends without ``turn.completed`` (timeout, kill,
+    crash) is charged from that record as well. No price for the model: no cost.
+
+    :meth:`build` prepares the state :meth:`new_state` then hands out: one preset instance
+    serves one run at a time (the worker makes one per attempt).
+
+    Proven against Codex CLI 0.171.0 talking to a scripted Responses API server
+    (tests/agents/test_codex_cli.py, tests/e2e/test_real_codex.py).
     """
 
     name = "codex"
     provider_keys = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
     resumable = True
 
-    def __init__(self, executable: str = "codex", *, prices: TokenPrices | None = None) -> None:
+    def __init__(self, executable: str = "codex", *, prices: PriceTable | TokenPrices | None = None) -> None:
         self.executable = executable
-        self.prices = prices
+        if isinstance(prices, TokenPrices):  # the same prices whatever the model
+            prices = PriceTable(default=prices)
+        self.prices = DEFAULT_PRICES if prices is None else prices
+        self._next = CodexState(prices=self.prices.for_model(CODEX_DEFAULT_MODEL))
+
+    def provider_overrides(self, env: Mapping[str, str]) -> list[str]:
+        """The ``-c`` arguments defining the provider ``OPENAI_BASE_URL`` names — or OpenAI's
+        own endpoint when only ``OPENAI_API_KEY`` is set, a key Codex's built-in provider no
+        longer reads (it reads ``CODEX_API_KEY``: then, as with no key, [] leaves Codex as is)."""
+        url = (env.get("OPENAI_BASE_URL") or "").strip()
+        if not url and env.get("OPENAI_API_KEY") and not env.get("CODEX_API_KEY"):
+            url = OPENAI_API_URL
+        if not url:
+            return []
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            host = parts.hostname or ""
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+            url = urlunsplit(parts._replace(netloc=netloc))
+        provider = f"model_providers.{CODEX_PROVIDER_ID}"
+        values = [
+            ("model_provider", CODEX_PROVIDER_ID),
+            (f"{provider}.name", "OPENAI_BASE_URL"),
+            (f"{provider}.base_url", url),
+            (f"{provider}.wire_api", "responses"),
+        ]
+        key = next((k for k in ("OPENAI_API_KEY", "CODEX_API_KEY") if env.get(k)), "")
+        if key:
+            values.append((f"{provider}.env_key", key))
+        argv: list[str] = []
+        for name, value in values:
+            argv += ["-c", f"{name}={json.dumps(value)}"]  # a JSON string is a TOML basic string
+        return argv
 
     def build(self, invocation: Invocation) -> Launch:
         argv = [self.executable, "exec"]
@@ -393,11 +633,23 @@ class CodexPreset(Preset):
             argv.append("--dangerously-bypass-approvals-and-sandbox")
         else:
             argv += ["-c", 'sandbox_mode="workspace-write"']
+            git_dir = checkout_git_dir(invocation.workdir)
+            if git_dir:  # Codex's sandbox keeps it read-only: no `git add`, `git commit`, `git stash`
+                argv += ["-c", f"sandbox_workspace_write.writable_roots={json.dumps([git_dir])}"]
+        argv += self.provider_overrides(invocation.env)
+        argv += ["-c", "features.plugins=false", "-c", "analytics.enabled=false"]  # nothing but the model
         if invocation.model:
             argv += ["-m", invocation.model]
         if invocation.session_id:
             argv.append(invocation.session_id)
         argv.append("-")  # the prompt comes on stdin
+        home = invocation.env.get("HOME", "")
+        baseline = codex_thread_usage(home, invocation.session_id) if invocation.session_id else None
+        self._next = CodexState(
+            prices=self.prices.for_model(invocation.model or CODEX_DEFAULT_MODEL),
+            baseline=baseline or TokenUsage(),
+            home=home,
+        )
         return Launch(
             argv=argv,
             stdin=invocation.prompt.encode("utf-8"),
@@ -405,6 +657,21 @@ class CodexPreset(Preset):
             resumable=True,
             resumed=bool(invocation.session_id),
         )
+
+    def new_state(self) -> CodexState:
+        """The state of the run last built (see the class docstring)."""
+        planned = self._next
+        return CodexState(prices=planned.prices, baseline=planned.baseline, home=planned.home)
+
+    def _charge(self, state: StreamState, totals: TokenUsage) -> None:
+        """Set the run's usage and cost from the thread's ``totals``."""
+        baseline = state.baseline if isinstance(state, CodexState) else TokenUsage()
+        prices = state.prices if isinstance(state, CodexState) else self.prices.for_model(CODEX_DEFAULT_MODEL)
+        run = totals.since(baseline)
+        state.input_tokens, state.cached_input_tokens = run.input, run.cached_input
+        state.output_tokens = run.output
+        if prices is not None:
+            state.cost_usd = prices.cost(run.input, run.cached_input, run.output)
 
     def parse_line(self, line: str, state: StreamState) -> None:
         event = _json_object(line)
@@ -416,14 +683,10 @@ class CodexPreset(Preset):
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             state.session_id = event["thread_id"]
         elif kind == "turn.completed":
-            usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
-            state.input_tokens += int(_number(usage.get("input_tokens")) or 0)
-            state.cached_input_tokens += int(_number(usage.get("cached_input_tokens")) or 0)
-            state.output_tokens += int(_number(usage.get("output_tokens")) or 0)
-            if self.prices is not None:
-                state.cost_usd = self.prices.cost(
-                    state.input_tokens, state.cached_input_tokens, state.output_tokens
-                )
+            # The thread's totals so far (not this turn's): the latest one counts.
+            if isinstance(state, CodexState):
+                state.turn_completed = True
+            self._charge(state, TokenUsage.from_event(event.get("usage")))
         elif kind == "turn.failed":
             state.is_error = True
             error = event.get("error")
@@ -443,13 +706,27 @@ class CodexPreset(Preset):
             ):
                 state.summary = _clip(item["text"])
 
+    def finish(
+        self,
+        state: StreamState,
+        exit_code: int | None,
+        signal: SignalRead,
+        *,
+        killed: KillReason | None = None,
+    ) -> AgentResult:
+        if isinstance(state, CodexState) and not state.turn_completed and state.session_id:
+            # Ended before reporting its usage: what Codex recorded for the thread still counts.
+            totals = codex_thread_usage(state.home, state.session_id, latest=True)
+            if totals is not None:
+                self._charge(state, totals)
+        return super().finish(state, exit_code, signal, killed=killed)
+
     def report(self, state: StreamState, exit_code: int | None) -> CliReport:
         base = {"summary": state.summary, "cost_usd": state.cost_usd, "session_id": state.session_id}
         if state.is_error or (exit_code not in (0, None) and state.error_message):
             # Codex's events carry no error codes, so a failure cannot be told apart further.
             return CliReport(failure=AgentOutcome.AGENT_ERROR, message=state.error_message, **base)
         return CliReport(**base)
-
 
 # --------------------------------------------------------------------------------------
 # aider
@@ -522,14 +799,15 @@ class AiderPreset(Preset):
     price, otherwise the ``Tokens: … sent, … received.`` counts times ``prices`` for the
     model (the one given, or the one aider announces it uses). aider prints those counts
     rounded (``1.2k``: to 100 tokens below 10k, to 1000 above), so that cost is accurate to
-    a few per cent; cache hits are charged at the cached-input price. Both figures only ever
-    add up (a reply's text cannot lower the cost by printing a usage line of its own).
+    a few per cent; cache hits, where aider shows them (Anthropic, DeepSeek; not OpenAI's
+    cached tokens, which it ignores), are charged at the cached-input price. Both figures only
+    ever add up (a reply's text cannot lower the cost by printing a usage line of its own).
 
     Also set: chat and input history go to ``/dev/null`` (aider would otherwise write
     ``.aider.chat.history.md`` and ``.aider.input.history`` into the checkout, and the bot
     would commit them), and ``LITELLM_LOCAL_MODEL_COST_MAP`` (litellm reads its bundled
     price list instead of downloading one at start-up). aider still keeps its repo-map cache
-    in ``.aider.tags.cache.v4/`` at the checkout's root.
+    in ``.aider.tags.cache.v4/`` at the checkout's root, which the bot's commits must leave out.
 
     Proven against aider 0.86.2 talking to a scripted OpenAI chat completions server
     (tests/agents/test_aider_cli.py, tests/e2e/test_real_aider.py). Not resumable.
@@ -730,7 +1008,6 @@ def get_preset(
     *,
     command: str | None = None,
     executables: Mapping[str, str] | None = None,
-    codex_prices: TokenPrices | None = None,
     prices: PriceTable | None = None,
     command_keys: tuple[str, ...] = (),
 ) -> Preset:
@@ -741,7 +1018,7 @@ def get_preset(
     if name == "claude":
         return ClaudePreset(exe.get("claude", "claude"))
     if name == "codex":
-        return CodexPreset(exe.get("codex", "codex"), prices=codex_prices)
+        return CodexPreset(exe.get("codex", "codex"), prices=prices)
     if name == "aider":
         return AiderPreset(exe.get("aider", "aider"), prices=prices)
     if name == "command":

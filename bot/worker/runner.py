@@ -617,7 +617,6 @@ class AttemptRunner:
             max_cost_usd=cost_limit,
             sandboxed=sandboxed,
         )
-        launch = preset.build(invocation)
         try:
             env = agent_env(
                 home=home, tmpdir=tmp, passthrough=self.options.environ, preset_keys=preset.provider_keys
@@ -628,6 +627,7 @@ class AttemptRunner:
                     run, f"The agent is not configured: {exc}.", retryable=False, category="config"
                 )
             ) from None
+        launch = preset.build(dataclasses.replace(invocation, env=dict(env)))
         env.update(launch.env)
         for key in preset.provider_keys:  # provider keys never show in a log or a message
             if env.get(key) and is_secret_name(key) and env[key] not in run.log.secrets:

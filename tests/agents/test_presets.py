@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,14 +13,17 @@ from typing import Any
 import pytest
 
 from bot.agents.presets import (
+    CODEX_DEFAULT_MODEL,
     AiderPreset,
     ClaudePreset,
     CodexPreset,
     CommandPreset,
     Invocation,
     Preset,
+    PriceTable,
     StreamState,
     TokenPrices,
+    TokenUsage,
     get_preset,
     render_command,
 )
@@ -200,7 +204,8 @@ def test_codex_build() -> None:
     preset = CodexPreset()
     fresh = preset.build(INV)
     assert fresh.argv == [
-        "codex", "exec", "--json", "--skip-git-repo-check", "-c", 'sandbox_mode="workspace-write"', "-m", "sonnet", "-",
+        "codex", "exec", "--json", "--skip-git-repo-check", "-c", 'sandbox_mode="workspace-write"',
+        "-c", "features.plugins=false", "-c", "analytics.enabled=false", "-m", "sonnet", "-",
     ]  # fmt: skip
     assert fresh.stdin == b"Fix the bug.\n" and fresh.resumable and not fresh.resumed
     resumed = preset.build(
@@ -208,7 +213,8 @@ def test_codex_build() -> None:
     )
     assert resumed.argv == [
         "codex", "exec", "resume", "--json", "--skip-git-repo-check",
-        "--dangerously-bypass-approvals-and-sandbox", THREAD, "-",
+        "--dangerously-bypass-approvals-and-sandbox",
+        "-c", "features.plugins=false", "-c", "analytics.enabled=false", THREAD, "-",
     ]  # fmt: skip
     assert resumed.resumed
 
@@ -264,6 +270,217 @@ def test_codex_failed_turn() -> None:
         preset, [{"type": "error", "message": "Reconnecting... 1/5"}, {"type": "turn.completed", "usage": {}}]
     )
     assert preset.finish(notices, 0, NO_SIGNAL).outcome is AgentOutcome.DONE
+
+
+CODEX_PRICES = TokenPrices(input=1.25, cached_input=0.125, output=10.0)
+QUIET = {"features.plugins": False, "analytics.enabled": False}  # no calls but the model's
+
+
+def codex_overrides(argv: list[str]) -> dict[str, Any]:
+    """The ``-c key=value`` overrides of a Codex command line, the values read as TOML."""
+    import tomllib
+
+    values = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-c"]
+    return {key: tomllib.loads(f"v = {value}")["v"] for key, _, value in (v.partition("=") for v in values)}
+
+
+def test_codex_turns_openai_base_url_into_a_provider(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "sk-secret-1", "OPENAI_BASE_URL": "http://127.0.0.1:8080/v1", "HOME": "/h"}
+    inv = dataclasses.replace(INV, workdir=str(tmp_path))  # no git dir
+    argv = CodexPreset().build(dataclasses.replace(inv, env=env)).argv
+    assert codex_overrides(argv) == {
+        "sandbox_mode": "workspace-write",
+        "model_provider": "patchwright",
+        "model_providers.patchwright.name": "OPENAI_BASE_URL",
+        "model_providers.patchwright.base_url": "http://127.0.0.1:8080/v1",
+        "model_providers.patchwright.wire_api": "responses",
+        "model_providers.patchwright.env_key": "OPENAI_API_KEY",
+        **QUIET,
+    }
+    assert argv[-3:] == ["-m", "sonnet", "-"]
+    assert not any("sk-secret" in arg for arg in argv)
+    assert "sk-secret" not in repr(dataclasses.replace(inv, env=env))
+    # The key under Codex's own name; a keyless local server; user information never on the line.
+    other = {"CODEX_API_KEY": "k", "OPENAI_BASE_URL": 'https://user:pw@llm.example:8443/v1?x="y"'}
+    overrides = codex_overrides(CodexPreset().build(dataclasses.replace(inv, env=other)).argv)
+    assert overrides["model_providers.patchwright.env_key"] == "CODEX_API_KEY"
+    assert overrides["model_providers.patchwright.base_url"] == 'https://llm.example:8443/v1?x="y"'
+    keyless = codex_overrides(
+        CodexPreset().build(dataclasses.replace(inv, env={"OPENAI_BASE_URL": "http://[::1]:9/v1"})).argv
+    )
+    assert "model_providers.patchwright.env_key" not in keyless
+    # Without OPENAI_BASE_URL: OpenAI's endpoint for OPENAI_API_KEY (which Codex's built-in
+    # provider does not read); Codex on its own with CODEX_API_KEY, or with no key at all.
+    direct = codex_overrides(CodexPreset().build(dataclasses.replace(inv, env={"OPENAI_API_KEY": "k"})).argv)
+    assert direct["model_providers.patchwright.base_url"] == "https://api.openai.com/v1"
+    assert direct["model_providers.patchwright.env_key"] == "OPENAI_API_KEY"
+    for own in ({"CODEX_API_KEY": "k"}, {"CODEX_API_KEY": "k", "OPENAI_API_KEY": "k"}, {}):
+        argv = CodexPreset().build(dataclasses.replace(inv, env=own)).argv
+        assert codex_overrides(argv) == {"sandbox_mode": "workspace-write", **QUIET}
+
+
+def test_codex_prices_the_model_it_runs() -> None:
+    table = PriceTable(
+        {"gpt-5": TokenPrices(1.0, 0.1, 10.0), CODEX_DEFAULT_MODEL: TokenPrices(2.0, 0.2, 20.0)}
+    )
+    completed = {
+        "type": "turn.completed",
+        "usage": {"input_tokens": 1_000_000, "cached_input_tokens": 0, "output_tokens": 0},
+    }
+    for model, usd in (("gpt-5-codex", 1.0), ("", 2.0)):
+        preset = CodexPreset(prices=table)
+        preset.build(dataclasses.replace(INV, model=model))
+        assert feed(preset, [completed]).cost_usd == pytest.approx(usd)
+    # A model without a price (and no default): no cost rather than a made-up one.
+    unpriced = CodexPreset(prices=PriceTable({"gpt-5": TokenPrices(1.0, 0.1, 10.0)}))
+    unpriced.build(dataclasses.replace(INV, model="o9"))
+    state = feed(unpriced, [completed])
+    assert (state.cost_usd, state.input_tokens) == (0.0, 1_000_000)
+    assert get_preset("codex", prices=table).prices is table
+
+
+def write_rollout(
+    home: Path, thread: str, totals: list[tuple[int, int, int]], day: str = "2026/12/07"
+) -> Path:
+    """A Codex session file as Codex 0.171 writes it (only the lines that matter here)."""
+    path = home / ".codex" / "sessions" / day / f"rollout-2026-12-07T05-15-52-{thread}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [{"type": "session_meta", "payload": {"id": thread}}]
+    for inp, cached, out in totals:
+        usage = {
+            "input_tokens": inp,
+            "cached_input_tokens": cached,
+            "output_tokens": out,
+            "total_tokens": inp + out,
+        }
+        lines.append({"type": "response_item", "payload": {"type": "message", "content": "token_count"}})
+        lines.append(
+            {"type": "event_msg", "payload": {"type": "token_count", "info": {"total_token_usage": usage}}}
+        )
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_a_resumed_codex_thread_is_charged_only_its_increase(tmp_path: Path) -> None:
+    """Codex reports the thread's totals (2400 → 4800 → 7200 for three runs of 2400): a
+    resumed run is charged what was added to what Codex had recorded for the thread."""
+    home = tmp_path / "home"
+    run_usage = (2000, 500, 400)
+    one_run = CODEX_PRICES.cost(*run_usage)
+    costs = []
+    for number in (1, 2, 3):
+        preset = CodexPreset(prices=CODEX_PRICES)
+        session = THREAD if number > 1 else ""
+        preset.build(dataclasses.replace(INV, session_id=session, env={"HOME": str(home)}))
+        totals = [tuple(v * n for v in run_usage) for n in range(1, number + 1)]
+        reported = dict(
+            zip(("input_tokens", "cached_input_tokens", "output_tokens"), totals[-1], strict=True)
+        )
+        state = feed(
+            preset,
+            [{"type": "thread.started", "thread_id": THREAD}, {"type": "turn.completed", "usage": reported}],
+        )
+        costs.append(preset.finish(state, 0, NO_SIGNAL).cost_usd)
+        assert (state.input_tokens, state.cached_input_tokens, state.output_tokens) == run_usage
+        write_rollout(home, THREAD, totals)  # what Codex recorded by the end of the run
+    assert costs == pytest.approx([one_run] * 3)
+    # The record Codex resumes from, whatever it says, is what the report is measured from.
+    write_rollout(home, THREAD, [(100_000, 0, 0)])
+    preset = CodexPreset(prices=CODEX_PRICES)
+    preset.build(dataclasses.replace(INV, session_id=THREAD, env={"HOME": str(home)}))
+    state = feed(
+        preset,
+        [
+            {
+                "type": "turn.completed",
+                "usage": {"input_tokens": 102_000, "cached_input_tokens": 500, "output_tokens": 400},
+            }
+        ],
+    )
+    assert state.cost_usd == pytest.approx(one_run)
+
+
+def test_codex_session_records_are_read_without_trusting_the_agents_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.agents import presets
+    from bot.agents.presets import codex_thread_usage
+
+    home = tmp_path / "home"
+    write_rollout(home, THREAD, [(10, 0, 1), (20, 5, 2)])
+    assert codex_thread_usage(str(home), THREAD) == TokenUsage(20, 5, 2)
+    assert codex_thread_usage(str(home), "../../etc") is None
+    assert codex_thread_usage(str(tmp_path / "nowhere"), THREAD) is None
+    # A FIFO or a symlink named like a session file is never opened (no hang, no host file).
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    elsewhere = write_rollout(tmp_path / "other", "t-2", [(99, 0, 9)])
+    (planted / ".codex" / "sessions" / "2026").mkdir(parents=True)
+    os.mkfifo(planted / ".codex" / "sessions" / "2026" / f"rollout-x-{THREAD}.jsonl")
+    (planted / ".codex" / "sessions" / "2026" / "rollout-x-t-2.jsonl").symlink_to(elsewhere)
+    assert codex_thread_usage(str(planted), THREAD) is None
+    assert codex_thread_usage(str(planted), "t-2") is None
+    linked = tmp_path / "linked"
+    (linked / ".codex").mkdir(parents=True)
+    (linked / ".codex" / "sessions").symlink_to(tmp_path / "other" / ".codex" / "sessions")
+    assert codex_thread_usage(str(linked), "t-2") is None
+    # Only so many directory entries are looked at (sessions/2026/12/07/rollout-…: four).
+    monkeypatch.setattr(presets, "_ROLLOUT_SCAN_ENTRIES", 3)
+    assert codex_thread_usage(str(home), THREAD) is None
+    monkeypatch.setattr(presets, "_ROLLOUT_SCAN_ENTRIES", 4)
+    assert codex_thread_usage(str(home), THREAD) == TokenUsage(20, 5, 2)
+
+
+def test_a_codex_run_ended_before_its_report_is_charged_from_the_session_record(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    write_rollout(home, THREAD, [(2000, 500, 400)])
+    preset = CodexPreset(prices=CODEX_PRICES)
+    preset.build(dataclasses.replace(INV, session_id=THREAD, env={"HOME": str(home)}))
+    state = feed(preset, [{"type": "thread.started", "thread_id": THREAD}, {"type": "turn.started"}])
+    path = write_rollout(home, THREAD, [(2000, 500, 400), (5000, 1500, 700)])  # one answer, its tools ran
+    result = preset.finish(state, -9, NO_SIGNAL, killed=KillReason.TIMEOUT)
+    assert result.outcome is AgentOutcome.TIMEOUT
+    assert result.cost_usd == pytest.approx(CODEX_PRICES.cost(3000, 1000, 300))
+    # Killed while the tools of a later answer ran: Codex recorded that answer (with the
+    # thread's totals) as it arrived, and writes token_count only once the tools are done.
+    usage = {"input_tokens": 9000, "cached_input_tokens": 2500, "output_tokens": 900}
+    record = {"type": "token_usage_record", "payload": {"usage": {}, "thread_token_usage": usage}}
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    state = feed(preset, [{"type": "thread.started", "thread_id": THREAD}])
+    assert preset.finish(state, -9, NO_SIGNAL, killed=KillReason.STOPPED).cost_usd == pytest.approx(
+        CODEX_PRICES.cost(7000, 2000, 500)
+    )
+    # ... while the next resume starts from the token_count, as Codex itself does.
+    preset.build(dataclasses.replace(INV, session_id=THREAD, env={"HOME": str(home)}))
+    assert preset.new_state().baseline == TokenUsage(5000, 1500, 700)
+
+
+def test_codex_may_use_the_checkouts_git_dir_in_its_own_sandbox(tmp_path: Path) -> None:
+    from bot.agents.presets import checkout_git_dir
+
+    plain = tmp_path / "plain"
+    (plain / ".git").mkdir(parents=True)
+    argv = CodexPreset().build(dataclasses.replace(INV, workdir=str(plain))).argv
+    assert codex_overrides(argv)["sandbox_workspace_write.writable_roots"] == [str(plain / ".git")]
+    # Inside our bubblewrap sandbox Codex's is off, and the git dir is writable anyway.
+    sandboxed = CodexPreset().build(dataclasses.replace(INV, workdir=str(plain), sandboxed=True)).argv
+    assert "sandbox_workspace_write.writable_roots" not in codex_overrides(sandboxed)
+    # A git dir of its own named by a .git file; none, or a symlink: nothing is added.
+    separate = tmp_path / "task.git"
+    separate.mkdir()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / ".git").write_text("gitdir: ../task.git\n")
+    assert checkout_git_dir(str(linked)) == str(separate)
+    (tmp_path / "none").mkdir()
+    assert checkout_git_dir(str(tmp_path / "none")) == ""
+    (tmp_path / "sym").mkdir()
+    (tmp_path / "sym" / ".git").symlink_to(separate)
+    assert checkout_git_dir(str(tmp_path / "sym")) == ""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / ".git").write_text("not a gitfile")
+    assert checkout_git_dir(str(tmp_path / "bad")) == ""
 
 
 # -- aider ---------------------------------------------------------------------------------
@@ -489,8 +706,8 @@ async def test_streamed_cost_can_kill_a_codex_run(tmp_path: Path) -> None:
             import json, sys, time
             sys.stdin.read()
             print(json.dumps({{"type": "thread.started", "thread_id": "t-1"}}), flush=True)
-            usage = {{"input_tokens": 100000, "cached_input_tokens": 0, "output_tokens": 0}}
-            for _ in range(200):
+            for turn in range(1, 201):  # Codex reports the thread's totals so far
+                usage = {{"input_tokens": 100000 * turn, "cached_input_tokens": 0, "output_tokens": 0}}
                 print(json.dumps({{"type": "turn.completed", "usage": usage}}), flush=True)
                 time.sleep(0.02)
             """
