@@ -164,6 +164,8 @@ class AttemptLine(NamedTuple):
     outcome: str
     cost_usd: float
     summary: str = ""
+    cost_known: bool = True  # False: the agent reported no cost
+    refused: tuple[str, ...] = ()  # "host:port: reason" of the connections its sandbox refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,22 +271,34 @@ def _card_lines(card: StatusCard) -> list[str]:
     if card.reason.strip():
         lines.append(f"**Now:** {inline_text(card.reason)}")
     retries = _retries_left(card.budget_left)
+    attempts = card.attempt_lines()
+    cost_unknown = any(not a.cost_known for a in attempts)
     lines.append(
         f"**Attempt:** {card.attempt} of {card.max_attempts} · **budget:** {retries} · "
         f"**cost:** {_money(card.cost_usd)} of {_money(card.max_cost_usd)}"
+        + (COST_UNKNOWN_NOTE if cost_unknown else "")
     )
     if card.pr_url:
         lines.append(f"**Pull request:** {_safe_url(card.pr_url)}")
     if card.unsandboxed:
         lines.append(UNSANDBOXED_NOTE)
-    attempts = card.attempt_lines()
     if attempts:
         lines += ["", "| attempt | kind | outcome | cost |", "|---:|---|---|---:|"]
         for a in attempts:
+            cost = _money(float(a.cost_usd)) if a.cost_known else "unknown"
             lines.append(
-                f"| {int(a.number)} | {_kind_words(a.kind)} | {_outcome_words(a.outcome)} "
-                f"| {_money(float(a.cost_usd))} |"
+                f"| {int(a.number)} | {_kind_words(a.kind)} | {_outcome_words(a.outcome)} | {cost} |"
             )
+        refused = next((a for a in reversed(attempts) if a.refused), None)
+        if refused is not None:
+            shown = ", ".join(code_span(r.split(": ", 1)[0]) for r in refused.refused[:MAX_REFUSED_SHOWN])
+            more = len(refused.refused) - MAX_REFUSED_SHOWN
+            lines += [
+                "",
+                REFUSED_LINE.format(number=int(refused.number), targets=shown)
+                + (f" and {more} more" if more > 0 else "")
+                + ".",
+            ]
     if card.salvage_branches:
         branches = ", ".join(code_span(b) for b in card.salvage_branches)
         lines += ["", f"**Unfinished work saved on:** {branches}"]
@@ -331,6 +345,15 @@ UNSANDBOXED_STARTUP_WARNING = (
 )
 #: The attempt ended before the agent started, for ``reason``.
 AGENT_NOT_RUN = "The agent did not run: {reason}. Then use `{mention} retry`."
+
+#: After the cost on the status card when an attempt's agent reported no cost.
+COST_UNKNOWN_NOTE = (
+    " — **not known for every attempt:** the agent reports no cost, so the cap cannot be enforced"
+    " (see README, \"Agents and credentials\")"
+)
+#: On the status card: what the sandbox refused in the latest attempt that was refused something.
+REFUSED_LINE = "**The sandbox refused** connections of attempt {number} to {targets}"
+MAX_REFUSED_SHOWN = 5
 
 #: On the status card when the server runs agents without a sandbox.
 UNSANDBOXED_NOTE = (

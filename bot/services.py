@@ -116,7 +116,15 @@ class StatusReporter:
             attempt=task.attempt,
             max_attempts=task.max_attempts,
             attempts=[
-                messages.AttemptLine(a.number, a.kind.value, a.outcome or "running", a.cost_usd, a.summary)
+                messages.AttemptLine(
+                    a.number,
+                    a.kind.value,
+                    a.outcome or "running",
+                    a.cost_usd,
+                    a.summary,
+                    cost_known=a.cost_known,
+                    refused=tuple(a.refused.splitlines()),
+                )
                 for a in attempts
             ],
             cost_usd=task.cost_usd,

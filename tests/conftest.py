@@ -328,3 +328,35 @@ async def model_server() -> AsyncIterator[ModelServer]:
         yield server
     finally:
         await server.stop()
+
+
+class Requirements:
+    """``require(condition, reason)``: when a tool a test needs is missing, skip on a developer
+    machine and fail under CI=true (CI installs it); ``require.cli(name, install)`` the path of
+    an agent CLI; ``require.bwrap()`` a working bubblewrap."""
+
+    def __call__(self, condition: bool, reason: str) -> None:
+        if condition:
+            return
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: a missing tool is a failure, not a skip)")
+        pytest.skip(reason)
+
+    def cli(self, name: str, install: str) -> str:
+        import shutil
+
+        path = shutil.which(name)
+        self(path is not None, f"the {name} CLI is not on PATH ({install})")
+        assert path is not None
+        return path
+
+    def bwrap(self) -> None:
+        from bot.agents.sandbox import BwrapProbe
+
+        probe = BwrapProbe()
+        self(probe.available(), f"bubblewrap does not work here: {probe.problem}")
+
+
+@pytest.fixture
+def require() -> Requirements:
+    return Requirements()

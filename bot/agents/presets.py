@@ -11,6 +11,7 @@ Verified against: Claude Code 2.1.197 (``@anthropic-ai/claude-code``), Codex CLI
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -84,6 +85,7 @@ class StreamState:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    cost_seen: bool = False  # the output reported a cost (for presets where it may not)
     events: int = 0
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
 
@@ -121,9 +123,17 @@ class Preset(ABC):
     name: ClassVar[str]
     provider_keys: tuple[str, ...] = ()  # environment variables the agent needs (API keys…)
     resumable: ClassVar[bool] = False
+    #: How often (seconds) the worker calls :meth:`poll_cost` while the agent runs; None: never.
+    cost_poll_seconds: ClassVar[float | None] = None
 
     @abstractmethod
     def build(self, invocation: Invocation) -> Launch: ...
+
+    async def poll_cost(self, state: StreamState) -> None:
+        """Bring ``state.cost_usd`` up to date from what the CLI has recorded outside its
+        output, for a CLI that prints its spend only when it ends: the worker calls this every
+        :attr:`cost_poll_seconds` while the agent runs and enforces the cost cap on the result,
+        as it does for a streamed cost. Runs on the event loop (read files in a thread)."""
 
     def new_state(self) -> StreamState:
         return StreamState()
@@ -145,13 +155,19 @@ class Preset(ABC):
         killed: KillReason | None = None,
     ) -> AgentResult:
         """The run's result from the process end, the signal file and the CLI's output."""
-        return classify(
+        result = classify(
             exit_code=exit_code,
             signal=signal,
             cli=self.report(state, exit_code),
             killed=killed,
             output_tail="\n".join(state.tail),
         )
+        return result if self.cost_known(state) else dataclasses.replace(result, cost_known=False)
+
+    def cost_known(self, state: StreamState) -> bool:
+        """Whether the run's cost is known: False where the CLI reports none and no price
+        applies, so the task's cost cap cannot be enforced (and the status comment says so)."""
+        return True
 
 
 # --------------------------------------------------------------------------------------
@@ -577,6 +593,11 @@ class CodexPreset(Preset):
     :data:`CODEX_DEFAULT_MODEL`). A run that ends without ``turn.completed`` (timeout, kill,
     crash) is charged from that record as well. No price for the model: no cost.
 
+    **Cost cap.** ``exec --json`` prints usage only at ``turn.completed``, but Codex records
+    every answer's usage in that session file as soon as it arrives (``token_usage_record``):
+    :meth:`poll_cost` reads it every :attr:`cost_poll_seconds` while the run goes on, so the
+    worker stops a run whose cost crosses the task's cap mid-run.
+
     :meth:`build` prepares the state :meth:`new_state` then hands out: one preset instance
     serves one run at a time (the worker makes one per attempt).
 
@@ -587,6 +608,7 @@ class CodexPreset(Preset):
     name = "codex"
     provider_keys = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
     resumable = True
+    cost_poll_seconds = 1.0
 
     def __init__(self, executable: str = "codex", *, prices: PriceTable | TokenPrices | None = None) -> None:
         self.executable = executable
@@ -672,6 +694,23 @@ class CodexPreset(Preset):
         state.output_tokens = run.output
         if prices is not None:
             state.cost_usd = prices.cost(run.input, run.cached_input, run.output)
+
+    def cost_known(self, state: StreamState) -> bool:
+        return not isinstance(state, CodexState) or state.prices is not None
+
+    async def poll_cost(self, state: StreamState) -> None:
+        """The run's cost so far from Codex's session record (see the class docstring); only
+        ever raises the figure, and leaves it alone once ``turn.completed`` reported it."""
+        if not isinstance(state, CodexState) or state.prices is None:
+            return
+        if state.turn_completed or not state.session_id:
+            return
+        totals = await asyncio.to_thread(codex_thread_usage, state.home, state.session_id, latest=True)
+        if totals is None or state.turn_completed:
+            return
+        run = totals.since(state.baseline)
+        if state.prices.cost(run.input, run.cached_input, run.output) > state.cost_usd:
+            self._charge(state, totals)
 
     def parse_line(self, line: str, state: StreamState) -> None:
         event = _json_object(line)
@@ -860,6 +899,9 @@ class AiderPreset(Preset):
     def new_state(self) -> AiderState:
         return AiderState(model=self._model, prices=self.prices.for_model(self._model) if self._model else None)
 
+    def cost_known(self, state: StreamState) -> bool:
+        return not (isinstance(state, AiderState) and state.unpriced_replies > 0 and not state.reported_cost)
+
     def parse_line(self, line: str, state: StreamState) -> None:
         text = line.strip()
         usage = text.startswith(("Tokens:", "Cost:"))
@@ -960,12 +1002,17 @@ class CommandPreset(Preset):
         match = AIDER_COST.search(line)
         if match:
             state.cost_usd = float(match.group("session").replace(",", ""))
+            state.cost_seen = True
             return
         match = COMMAND_COST.match(line)
         if match:
             state.cost_usd = float(match.group("usd").replace(",", ""))
+            state.cost_seen = True
             return
         state.keep_text(line)
+
+    def cost_known(self, state: StreamState) -> bool:
+        return state.cost_seen
 
     def finish(
         self,
@@ -977,8 +1024,8 @@ class CommandPreset(Preset):
     ) -> AgentResult:
         result = super().finish(state, exit_code, signal, killed=killed)
         reported = getattr(signal.signal, "cost_usd", None)
-        if reported is not None and reported > result.cost_usd:
-            return dataclasses.replace(result, cost_usd=float(reported))
+        if reported is not None:
+            return dataclasses.replace(result, cost_usd=max(float(reported), result.cost_usd), cost_known=True)
         return result
 
 

@@ -58,6 +58,7 @@ class AgentResult:
     cost_usd: float = 0.0
     session_id: str = ""
     exit_code: int | None = None
+    cost_known: bool = True  # False: the agent reported no cost (the cap could not be enforced)
 
     @property
     def ok(self) -> bool:

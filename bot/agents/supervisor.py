@@ -286,14 +286,8 @@ def _relay(src: socket.socket, dst: socket.socket) -> None:
                 pass
 
 
-def _serve_connection(client: socket.socket, proxy_socket: str) -> None:
-    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        upstream.connect(proxy_socket)
-    except OSError:
-        client.close()
-        upstream.close()
-        return
+def _splice(client: socket.socket, upstream: socket.socket) -> None:
+    """Relay both ways until both sides are done, then close both."""
     back = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
     back.start()
     _relay(client, upstream)
@@ -302,35 +296,37 @@ def _serve_connection(client: socket.socket, proxy_socket: str) -> None:
     upstream.close()
 
 
-def _serve_forward(client: socket.socket, proxy_socket: str, target: str) -> None:
-    """Tunnel one connection to ``target`` (host:port) through the proxy: a CONNECT first,
-    then the bytes as they come (the client never sees the proxy's answer)."""
+def _open_tunnel(upstream: socket.socket, target: str) -> bytes:
+    """CONNECT to ``target`` through the proxy on ``upstream``; what followed the answer's
+    head. Raises OSError when the proxy refused."""
+    upstream.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 65536:
+        chunk = upstream.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        raise OSError(f"the proxy refused {target}")
+    return head.split(b"\r\n\r\n", 1)[1]
+
+
+def _serve_connection(client: socket.socket, proxy_socket: str, target: str = "") -> None:
+    """Relay one connection to the proxy; with a ``target`` (host:port), tunnel it there
+    through the proxy first (the client never sees the proxy's answer)."""
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         upstream.connect(proxy_socket)
-        upstream.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < 65536:
-            chunk = upstream.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-        status = head.split(b"\r\n", 1)[0].split()
-        if len(status) < 2 or status[1] != b"200":
-            raise OSError(f"the proxy refused {target}")
-        rest = head.split(b"\r\n\r\n", 1)[1]
-        if rest:
-            client.sendall(rest)
+        if target:
+            rest = _open_tunnel(upstream, target)
+            if rest:
+                client.sendall(rest)
     except OSError:
         client.close()
         upstream.close()
         return
-    back = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
-    back.start()
-    _relay(client, upstream)
-    back.join()
-    client.close()
-    upstream.close()
+    _splice(client, upstream)
 
 
 def _listen(port: int, handle: Callable[..., None], *args: str) -> socket.socket:
@@ -355,7 +351,7 @@ def start_forward(port: int, proxy_socket: str) -> socket.socket:
     """Listen on 127.0.0.1:``port`` inside the sandbox and tunnel every connection to the same
     port on the server's loopback, through the proxy (which decides whether it may): a model
     server on the server's machine is then reached at the URL its settings name."""
-    return _listen(port, _serve_forward, proxy_socket, f"127.0.0.1:{port}")
+    return _listen(port, _serve_connection, proxy_socket, f"127.0.0.1:{port}")
 
 
 def start_bridge(port: int, proxy_socket: str) -> socket.socket:

@@ -218,6 +218,9 @@ class Agent:
                     "num_turns": 1,
                 }
             )
+        elif not self.claude:
+            # What the run cost in all (nothing, unless scripted): the command preset reads it.
+            print(f"Cost: ${self.cost:.4f} total", flush=True)
         return code
 
     def step(self, step: dict[str, Any]) -> int | None:

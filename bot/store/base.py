@@ -61,6 +61,8 @@ class Attempt:
     head_before: str = ""
     head_after: str = ""
     error: str = ""
+    cost_known: bool = True  # False: the agent reported no cost, so the cap could not hold
+    refused: str = ""  # connections the sandbox refused, one "host:port: reason" a line
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ class Store(Protocol):
         summary: str = "",
         head_after: str = "",
         error: str = "",
+        cost_known: bool = True,
+        refused: str = "",
     ) -> None: ...
 
     async def list_attempts(self, task_id: str) -> list[Attempt]: ...

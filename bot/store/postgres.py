@@ -543,16 +543,21 @@ class PostgresStore:
         summary: str = "",
         head_after: str = "",
         error: str = "",
+        cost_known: bool = True,
+        refused: str = "",
     ) -> None:
         found = await self._fetch(
             "UPDATE attempts SET finished_at = $1, outcome = $2, cost_usd = $3, summary = $4,"
-            " head_after = $5, error = $6 WHERE task_id = $7 AND number = $8 RETURNING number",
+            " head_after = $5, error = $6, cost_known = $7, refused = $8"
+            " WHERE task_id = $9 AND number = $10 RETURNING number",
             self._clock(),
             rows.clean_text(outcome),
             float(cost_usd),
             rows.clean_text(summary),
             rows.clean_text(head_after),
             rows.clean_text(error),
+            1 if cost_known else 0,
+            rows.clean_text(refused),
             task_id,
             number,
         )

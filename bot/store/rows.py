@@ -228,7 +228,7 @@ def task_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> Task:
 
 def attempt_params(attempt: Attempt, encode_time: EncodeTime) -> list[Any]:
     """(task_id, number, kind, started_at, finished_at, outcome, cost_usd, summary,
-    head_before, head_after, error)."""
+    head_before, head_after, error, cost_known, refused)."""
     finished = attempt.finished_at
     return [
         _text(attempt.task_id, "attempt.task_id"),
@@ -242,6 +242,8 @@ def attempt_params(attempt: Attempt, encode_time: EncodeTime) -> list[Any]:
         _text(attempt.head_before, "attempt.head_before"),
         _text(attempt.head_after, "attempt.head_after"),
         _text(attempt.error, "attempt.error"),
+        1 if attempt.cost_known else 0,
+        _text(attempt.refused, "attempt.refused"),
     ]
 
 
@@ -257,6 +259,8 @@ ATTEMPT_COLUMNS = (
     "head_before",
     "head_after",
     "error",
+    "cost_known",
+    "refused",
 )
 
 
@@ -274,6 +278,8 @@ def attempt_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> Attempt
         head_before=row["head_before"],
         head_after=row["head_after"],
         error=row["error"],
+        cost_known=bool(row["cost_known"]),
+        refused=row["refused"],
     )
 
 

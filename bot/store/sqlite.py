@@ -554,6 +554,8 @@ class SQLiteStore:
         summary: str = "",
         head_after: str = "",
         error: str = "",
+        cost_known: bool = True,
+        refused: str = "",
     ) -> None:
         params = (
             encode_time(self._clock()),
@@ -562,13 +564,16 @@ class SQLiteStore:
             rows.clean_text(summary),
             rows.clean_text(head_after),
             rows.clean_text(error),
+            1 if cost_known else 0,
+            rows.clean_text(refused),
             task_id,
             number,
         )
         async with self._write() as tx:
             found = await tx.fetch(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, cost_usd = ?, summary = ?,"
-                " head_after = ?, error = ? WHERE task_id = ? AND number = ? RETURNING number",
+                " head_after = ?, error = ?, cost_known = ?, refused = ?"
+                " WHERE task_id = ? AND number = ? RETURNING number",
                 params,
             )
             if not found:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bot.messages import KIND_WORDS, OUTCOME_WORDS, STATUS_MEANINGS
+from bot.messages import COST_UNKNOWN_NOTE, KIND_WORDS, OUTCOME_WORDS, STATUS_MEANINGS
 from bot.store.base import Attempt, Delivery, DeliveryState, Store, TaskEvent
 from bot.tasks.model import Status, Task
 from bot.web import views
@@ -256,12 +256,16 @@ def _attempts_table(attempts: Sequence[Attempt], now: datetime) -> str:
             notes += f'<div class="summary">{e(a.summary)}</div>'
         if a.error:
             notes += f'<div class="error">{e(a.error)}</div>'
+        if a.refused:
+            refused = ", ".join(line.split(": ", 1)[0] for line in a.refused.splitlines())
+            notes += f'<div class="error">The sandbox refused connections to {e(refused)}</div>'
+        cost = money(a.cost_usd) if a.cost_known else '<span title="the agent reported no cost">unknown</span>'
         rows.append(
             f'<tr id="attempt-{a.number}">'
             f'<td class="num">{a.number}</td>'
             f"<td>{e(kind_words(a.kind))}</td>"
             f'<td><span class="outcome o-{e(outcome or "running")}">{e(outcome_words(outcome))}</span></td>'
-            f'<td class="num">{money(a.cost_usd)}</td>'
+            f'<td class="num">{cost}</td>'
             f"<td>{when(a.started_at, now)}</td>"
             f"<td>{when(a.finished_at, now)}</td>"
             f'<td class="mono">{e(short_sha(a.head_before))} → {e(short_sha(a.head_after))}</td>'
@@ -343,7 +347,8 @@ def render_task(
                          f'<span class="muted">({task.budget_left} automatic retries left)</span>')),
             ("Retry", e(kind_words(task.retry_kind))
              + (f" — {e(task.retry_reason)}" if task.retry_reason else "")),
-            ("Cost", f"{money(task.cost_usd)} of {money(task.max_cost_usd)}"),
+            ("Cost", f"{money(task.cost_usd)} of {money(task.max_cost_usd)}"
+             + ("" if all(a.cost_known for a in attempts) else f' <span class="error">{e(COST_UNKNOWN_NOTE.replace("**", ""))}</span>')),
             ("Branch", (f'<span class="mono">{e(task.branch or "-")}</span> '
                         f'<span class="muted">on {e(task.base_branch or "-")}, head</span> '
                         f'<span class="mono">{e(short_sha(task.head_sha))}</span>')),

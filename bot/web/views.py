@@ -75,6 +75,8 @@ ATTEMPT_FIELDS: tuple[str, ...] = (
     "head_before",
     "head_after",
     "error",
+    "cost_known",
+    "refused",
 )
 
 EVENT_FIELDS: tuple[str, ...] = (

@@ -60,6 +60,7 @@ UNSANDBOXED_LOG_NOTE = (
     "it can read and reach whatever the server can"
 )
 MAX_REFUSALS_LOGGED = 20
+REFUSED_LOG_LINE = "the sandbox refused a connection to {refusal}"
 
 
 def sandbox_limits(settings: Any) -> SandboxLimits:
@@ -143,13 +144,12 @@ class Confinement:
             await asyncio.to_thread(shutil.rmtree, self.socket_dir, True)
 
     def refusals(self) -> list[str]:
-        """The connections the proxy refused, one line each (at most a few)."""
+        """The connections the proxy refused, ``host:port: reason`` each, the same target
+        once (at most :data:`MAX_REFUSALS_LOGGED`)."""
         if self.proxy is None:
             return []
-        lines = [f"the sandbox refused a connection to {host}:{port}: {reason}" for host, port, reason in self.proxy.refused]
-        if len(lines) > MAX_REFUSALS_LOGGED:
-            lines = lines[:MAX_REFUSALS_LOGGED] + [f"… and {len(lines) - MAX_REFUSALS_LOGGED} more refused connections"]
-        return lines
+        lines = list(dict.fromkeys(f"{host}:{port}: {reason}" for host, port, reason in self.proxy.refused))
+        return lines[:MAX_REFUSALS_LOGGED]
 
     def stop_when_providers_unreachable(self, stop: Callable[[], None], *, after: int = 3) -> None:
         """Call ``stop`` once the proxy failed to reach a provider endpoint ``after`` times:

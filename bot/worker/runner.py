@@ -69,6 +69,7 @@ from bot.worker.git import (
 from bot.worker.confinement import (
     DISK_LIMIT_MESSAGE,
     PROVIDER_UNREACHABLE,
+    REFUSED_LOG_LINE,
     SANDBOX_BWRAP,
     SANDBOX_NONE,
     disk_usage_mb,
@@ -225,6 +226,8 @@ class _Run:
     session: str | None = None
     summary: str = ""
     attempt_started: bool = False
+    cost_known: bool = True
+    refused: str = ""  # connections the sandbox refused, one a line
 
 
 class AttemptRunner:
@@ -655,14 +658,26 @@ class AttemptRunner:
         state = preset.new_state()
         killed_for_daily = False
 
-        async def on_line(line: str) -> KillReason | None:
+        def over_cost_limit() -> KillReason | None:
             nonlocal killed_for_daily
-            preset.parse_line(line, state)
-            await run.log.add(line)
             if state.cost_usd >= cost_limit:
                 killed_for_daily = daily_limited
                 return KillReason.COST
             return None
+
+        async def on_line(line: str) -> KillReason | None:
+            preset.parse_line(line, state)
+            await run.log.add(line)
+            return over_cost_limit()
+
+        async def poll_cost(interval: float) -> None:
+            # For a CLI that prints its spend only at the end: the preset reads it meanwhile.
+            while True:
+                await asyncio.sleep(interval)
+                await preset.poll_cost(state)
+                if over_cost_limit() is not None:
+                    process.kill(KillReason.COST)
+                    return
 
         for note in confinement.notes:
             await run.log.note(note)
@@ -686,19 +701,27 @@ class AttemptRunner:
         run.control.attach(process)
         confinement.stop_when_providers_unreachable(lambda: process.kill(KillReason.STOPPED))
         disk_over = asyncio.Event()
-        watch = asyncio.create_task(
-            self._watch_disk_usage((checkout.path, home, tmp), process, disk_over), name=f"disk-usage {task.id}"
-        )
+        watches = [
+            asyncio.create_task(
+                self._watch_disk_usage((checkout.path, home, tmp), process, disk_over),
+                name=f"disk-usage {task.id}",
+            )
+        ]
+        if preset.cost_poll_seconds:
+            watches.append(asyncio.create_task(poll_cost(preset.cost_poll_seconds), name=f"cost {task.id}"))
         try:
             async with confinement:
                 ended = await process.run()
         finally:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+            for watch in watches:
+                watch.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
             run.control.detach()
             run.cost = state.cost_usd  # spent even when the run itself raised
-        for line in confinement.refusals():
-            await run.log.note(line)
+        refusals = confinement.refusals()
+        run.refused = "\n".join(refusals)
+        for line in refusals:
+            await run.log.note(REFUSED_LOG_LINE.format(refusal=line))
         limit_message = (
             DISK_LIMIT_MESSAGE.format(limit=settings.agent_disk_mb)
             if disk_over.is_set()
@@ -712,6 +735,7 @@ class AttemptRunner:
         signal_read = await asyncio.to_thread(read_signal, checkout.path)
         result = preset.finish(state, ended.exit_code, signal_read, killed=ended.killed_reason)
         run.cost = result.cost_usd
+        run.cost_known = result.cost_known
         run.session = result.session_id or None
         run.summary = result.summary
         unreachable = confinement.unreachable_providers()
@@ -1161,6 +1185,8 @@ class AttemptRunner:
                 summary=run.log.redact(summary if summary is not None else run.summary),
                 head_after=head_after,
                 error=error,
+                cost_known=run.cost_known,
+                refused=run.refused,
             )
         except StoreError as exc:
             log.warning("attempt row not finished: %s", exc)

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture
-def require() -> Callable[[bool, str], None]:
-    """``require(condition, reason)``: when a tool this test needs is missing, skip on a
-    developer machine and fail under CI=true (CI installs it)."""
-
-    def check(condition: bool, reason: str) -> None:
-        if condition:
-            return
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: a missing tool is a failure, not a skip)")
-        pytest.skip(reason)
-
-    return check
 
 
 class AgentProcesses:
@@ -55,3 +39,20 @@ class AgentProcesses:
 @pytest.fixture
 def agent_processes() -> AgentProcesses:
     return AgentProcesses()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A real git repository with one commit (a README), like a task's checkout."""
+    work = tmp_path / "checkout"
+    work.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.email", "dev@example.com"],
+        ["config", "user.name", "Dev"],
+    ):
+        subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+    (work / "README.md").write_text("# demo\n")
+    subprocess.run(["git", "add", "README.md"], cwd=work, check=True, capture_output=True)
+    subprocess.run(["git", "commit", "-q", "-m", "initial"], cwd=work, check=True, capture_output=True)
+    return work

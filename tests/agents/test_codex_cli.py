@@ -52,20 +52,6 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    """A real git repository with one commit, like a task's checkout."""
-    work = tmp_path / "checkout"
-    work.mkdir()
-    git(work, "init", "-q", "-b", "main")
-    git(work, "config", "user.email", "dev@example.com")
-    git(work, "config", "user.name", "Dev")
-    (work / "README.md").write_text("# demo\n")
-    git(work, "add", "README.md")
-    git(work, "commit", "-q", "-m", "initial")
-    return work
-
-
 @dataclass
 class Run:
     result: AgentResult

@@ -33,27 +33,28 @@ async def test_a_200000_line_flood_is_capped_in_the_stored_log(e2e, full_logs: b
     await e2e.logs_once_written(task.id, "pull request #", timeout=30)
 
     lines = [line for _, line in await e2e.store.read_logs(task.id, 1)]
+    # The fake agent's last line is its cost ("Cost: $0.0000 total"): the tail's last line.
     agent = [line for line in lines if not line.startswith(LOG_PREFIX)]
-    assert len(agent) == DEFAULT_HEAD_LINES + DEFAULT_TAIL_LINES
+    assert len(agent) == DEFAULT_HEAD_LINES + DEFAULT_TAIL_LINES and agent[-1].startswith("Cost: $")
+    first_kept = FLOOD - DEFAULT_TAIL_LINES + 2  # the first seq number in the tail
     assert agent[:DEFAULT_HEAD_LINES] == [str(i) for i in range(1, DEFAULT_HEAD_LINES + 1)]
-    assert agent[DEFAULT_HEAD_LINES:] == [str(i) for i in range(FLOOD - DEFAULT_TAIL_LINES + 1, FLOOD + 1)]
+    assert agent[DEFAULT_HEAD_LINES:-1] == [str(i) for i in range(first_kept, FLOOD + 1)]
     [marker] = [line for line in lines if DROPPED.search(line)]
     match = DROPPED.search(marker)
     assert match is not None
-    dropped = FLOOD - DEFAULT_HEAD_LINES - DEFAULT_TAIL_LINES
+    dropped = first_kept - 1 - DEFAULT_HEAD_LINES
     assert int(match.group(1).replace(",", "")) == dropped
-    assert int(match.group(2).replace(",", "")) == sum(
-        len(str(i)) + 1 for i in range(DEFAULT_HEAD_LINES + 1, FLOOD - DEFAULT_TAIL_LINES + 1)
-    )
+    assert int(match.group(2).replace(",", "")) == sum(len(str(i)) + 1 for i in range(DEFAULT_HEAD_LINES + 1, first_kept))
     # in order: the head, the dropped-count line, the tail, then the worker's note of the end
     at = lines.index(marker)
-    assert lines[at - 1] == str(DEFAULT_HEAD_LINES) and lines[at + 1] == str(FLOOD - DEFAULT_TAIL_LINES + 1)
+    assert lines[at - 1] == str(DEFAULT_HEAD_LINES) and lines[at + 1] == str(first_kept)
     assert any(line.startswith(LOG_PREFIX + "the agent ended") for line in lines[at + DEFAULT_TAIL_LINES:])
     assert len(lines) < DEFAULT_HEAD_LINES + DEFAULT_TAIL_LINES + 50
 
     full = e2e.data_dir / "logs" / f"{task.id}-1.log"
     if full_logs:
         text = full.read_text().splitlines()
-        assert [line for line in text if not line.startswith(LOG_PREFIX)] == [str(i) for i in range(1, FLOOD + 1)]
+        agent_lines = [line for line in text if not line.startswith(LOG_PREFIX)]
+        assert agent_lines[:-1] == [str(i) for i in range(1, FLOOD + 1)] and agent_lines[-1].startswith("Cost: $")
     else:
         assert not full.exists()

@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import time
 from typing import Any
 
 import pytest
 
-from bot.agents.sandbox import BwrapProbe
 from bot.tasks.model import RetryKind, Status, Task
 from tests.model_server import ModelServer
 from tests.model_server.chat import Reply, Usage, last_user_text, whole_file
@@ -41,23 +39,9 @@ CONFIG: dict[str, Any] = {
 DOC = "# Greetings\n\nThe app greets with *hello*.\n"
 
 
-def require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing tool is a failure, not a skip)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
-def aider_on_path() -> None:
-    require(shutil.which("aider") is not None, "the aider CLI is not on PATH (pip install aider-chat)")
-
-
-def require_sandbox(sandbox: str) -> None:
-    if sandbox == "bwrap":
-        probe = BwrapProbe()
-        require(probe.available(), f"bubblewrap does not work here: {probe.problem}")
+def aider_on_path(require: Any) -> None:
+    require.cli("aider", "pip install aider-chat")
 
 
 async def start(e2e: Any, model_server: ModelServer, sandbox: str) -> None:
@@ -126,9 +110,10 @@ async def report_timings(e2e: Any, task: Task) -> str:
 
 @pytest.mark.parametrize("sandbox", ["none", "bwrap"])
 async def test_label_to_a_pr_with_exactly_the_scripted_change(
-    e2e: Any, model_server: ModelServer, aider_on_path: None, sandbox: str
+    e2e: Any, model_server: ModelServer, aider_on_path: None, sandbox: str, require: Any
 ) -> None:
-    require_sandbox(sandbox)
+    if sandbox == "bwrap":
+        require.bwrap()
     repo = await e2e.add_repo("demo", config=CONFIG)
     model_server.script.extend(
         [

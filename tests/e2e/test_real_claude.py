@@ -14,20 +14,18 @@ working bubblewrap: skipped on a developer machine without them, failed under CI
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
 import re
-import shutil
 from typing import Any
 
 import pytest
 
 from bot import messages
-from bot.agents.sandbox import BwrapProbe
 from bot.tasks import rules
 from bot.tasks.model import Status
+from tests.e2e.real_agents import Conversations, reach, task_of
 from tests.model_server import ModelServer, RecordedRequest
 from tests.model_server import anthropic as scripted
 from tests.model_server.anthropic import Final, Usage
@@ -44,25 +42,12 @@ NEW_APP = "def greet(name):\n    return 'hello ' + name\n"
 DOCS = "# Greeting\n\n`greet(name)` says hello.\n"
 
 
-def require(condition: bool, reason: str) -> None:
-    """A missing tool: skipped on a developer machine, a failure under CI=true (CI installs it)."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing tool is a failure, not a skip)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(params=["none", "bwrap"])
-def sandbox(request: pytest.FixtureRequest) -> str:
+def sandbox(request: pytest.FixtureRequest, require: Any) -> str:
     """How the pool runs the agent; the real claude CLI must be installed."""
-    require(
-        shutil.which("claude") is not None,
-        "the claude CLI is not on PATH (npm install -g @anthropic-ai/claude-code)",
-    )
+    require.cli("claude", "npm install -g @anthropic-ai/claude-code")
     if request.param == "bwrap":
-        probe = BwrapProbe()
-        require(probe.available(), f"bubblewrap does not work here: {probe.problem}")
+        require.bwrap()
     return str(request.param)
 
 
@@ -74,19 +59,6 @@ def environ(server: ModelServer) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": server.base_url,
         "ANTHROPIC_API_KEY": API_KEY,
     }
-
-
-class Conversations:
-    """The model server's conversation requests, cut per attempt."""
-
-    def __init__(self, server: ModelServer) -> None:
-        self.server = server
-        self.mark = 0
-
-    def since_last(self) -> list[RecordedRequest]:
-        found = [r for r in self.server.requests[self.mark :] if r.conversation]
-        self.mark = len(self.server.requests)
-        return found
 
 
 def messages_of(request: RecordedRequest) -> list[Any]:
@@ -111,30 +83,6 @@ def prefix_bytes(request: RecordedRequest) -> tuple[bytes, bytes]:
     """(tools, system) as sent: what the prompt cache keys on before the first message."""
     body = request.body
     return json.dumps(body["tools"]).encode(), json.dumps(body["system"]).encode()
-
-
-async def reach(e2e: Any, task_id: str, predicate: Any, *, timeout: float = 60.0) -> Any:
-    """``e2e.wait_for`` that shows the task's log when the state is not reached."""
-
-    def settled(task: Any) -> bool:
-        return predicate(task) or task.status in (Status.FAILED, Status.CLOSED)
-
-    try:
-        task = await e2e.wait_for(task_id, settled, timeout=timeout)
-        assert predicate(task), f"the task settled elsewhere: {task}"
-        return task
-    except AssertionError as exc:
-        logs = "\n".join(line for _, line in await e2e.store.read_logs(task_id))
-        raise AssertionError(f"{exc}\n--- the task's log:\n{logs[-6000:]}") from None
-
-
-async def task_of(e2e: Any, repo: str, issue: int) -> Any:
-    for _ in range(400):
-        task = await e2e.store.get_task_by_issue(repo, issue)
-        if task is not None:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError("labelling the issue made no task")
 
 
 async def agent_seconds(e2e: Any, task_id: str, attempt: int) -> float:

@@ -21,15 +21,14 @@ import itertools
 import json
 import os
 import re
-import shutil
 from typing import Any
 
 import pytest
 
 from bot.agents.presets import PriceTable
-from bot.agents.sandbox import BwrapProbe
 from bot.tasks import rules
 from bot.tasks.model import Status
+from tests.e2e.real_agents import Conversations, reach, task_of
 from tests.model_server import ModelServer, RecordedRequest
 from tests.model_server import responses as scripted
 from tests.model_server.responses import CODEX_DEFAULT_MODEL, Final, ShellCall, Usage
@@ -45,22 +44,12 @@ NEW_TEST = "from src.app import greet\n\n\ndef test_greet():\n    assert greet('
 DOCS = "# Greeting\n\n`greet(name)` says hello.\n"
 
 
-def require(condition: bool, reason: str) -> None:
-    """A missing tool: skipped on a developer machine, a failure under CI=true (CI installs it)."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing tool is a failure, not a skip)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(params=["none", "bwrap"])
-def sandbox(request: pytest.FixtureRequest) -> str:
+def sandbox(request: pytest.FixtureRequest, require: Any) -> str:
     """How the pool runs the agent; the real codex CLI must be installed."""
-    require(shutil.which("codex") is not None, "the codex CLI is not on PATH (npm install -g @openai/codex)")
+    require.cli("codex", "npm install -g @openai/codex")
     if request.param == "bwrap":
-        probe = BwrapProbe()
-        require(probe.available(), f"bubblewrap does not work here: {probe.problem}")
+        require.bwrap()
     return str(request.param)
 
 
@@ -85,19 +74,6 @@ def cost(turns: list[Any]) -> float:
     assert prices is not None
     usage = scripted.turn_usage(turns)
     return prices.cost(usage.input_tokens, usage.cached_tokens, usage.output_tokens)
-
-
-class Conversations:
-    """The model server's conversation requests, cut per attempt."""
-
-    def __init__(self, server: ModelServer) -> None:
-        self.server = server
-        self.mark = 0
-
-    def since_last(self) -> list[RecordedRequest]:
-        found = [r for r in self.server.requests[self.mark :] if r.conversation]
-        self.mark = len(self.server.requests)
-        return found
 
 
 def input_of(request: RecordedRequest) -> list[Any]:
@@ -141,30 +117,6 @@ def prefix_difference(one: RecordedRequest, two: RecordedRequest) -> str:
             at = len(os.path.commonprefix([x, y]))
             return f"item {index} differs at {at}: {x[max(0, at - 200) : at + 200]!r} vs {y[max(0, at - 200) : at + 200]!r}"
     return f"lengths {len(prefix(one))} vs {len(prefix(two))}"
-
-
-async def reach(e2e: Any, task_id: str, predicate: Any, *, timeout: float = 90.0) -> Any:
-    """``e2e.wait_for`` that shows the task's log when the state is not reached."""
-
-    def settled(task: Any) -> bool:
-        return predicate(task) or task.status in (Status.FAILED, Status.CLOSED)
-
-    try:
-        task = await e2e.wait_for(task_id, settled, timeout=timeout)
-        assert predicate(task), f"the task settled elsewhere: {task}"
-        return task
-    except AssertionError as exc:
-        logs = "\n".join(line for _, line in await e2e.store.read_logs(task_id))
-        raise AssertionError(f"{exc}\n--- the task's log:\n{logs[-6000:]}") from None
-
-
-async def task_of(e2e: Any, repo: str, issue: int) -> Any:
-    for _ in range(400):
-        task = await e2e.store.get_task_by_issue(repo, issue)
-        if task is not None:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError("labelling the issue made no task")
 
 
 async def timings(e2e: Any, task_id: str, requests: list[list[RecordedRequest]]) -> list[str]:

@@ -197,3 +197,19 @@ async def test_the_next_attempt_of_a_task_waits_for_the_previous_attempts_cleanu
     release.set()
     await asyncio.gather(first, second)
     assert order == ["start 1", "cleanup 1", "start 2", "cleanup 2"]
+
+
+async def test_an_agent_that_reports_no_cost_is_shown_as_such_not_as_free(e2e) -> None:
+    """Issue 12: where no cost source exists, the status comment and the attempt say the cap
+    cannot be enforced instead of showing $0.00 as a fact."""
+    from bot import messages
+
+    command = "printf 'made by a silent agent\\n' > made.txt"
+    repo = await e2e.add_repo("silent", config={"agent": {"preset": "command", "command": command}})
+    issue = await e2e.open_issue(repo, "Make the file")
+    task = await e2e.create_task(repo, issue)
+    await e2e.start_pool()
+    await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
+    [attempt] = await e2e.store.list_attempts(task.id)
+    assert attempt.cost_known is False
+    assert any(messages.COST_UNKNOWN_NOTE in c for c in e2e.comments(repo, issue))

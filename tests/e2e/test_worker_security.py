@@ -223,6 +223,11 @@ async def test_under_bubblewrap_the_agent_sees_and_reaches_nothing_of_the_server
     assert bot_got == [] and internet_got == [b"ping"]
     logs = await e2e.logs_once_written(tasks[True][1].id, "the sandbox refused a connection to 10.0.0.1:80")
     assert "running the command agent in bubblewrap" in logs
+    # Recorded on the attempt and shown on the status comment.
+    repo, task = tasks[False]
+    [attempt] = await e2e.store.list_attempts(task.id)
+    assert f"127.0.0.1:{internet_port}: " in attempt.refused
+    assert any("**The sandbox refused** connections of attempt 1 to" in c for c in e2e.comments(repo, task.issue_number))
 
 
 def _first_part_below(path: Path, parent: Path) -> str | None:

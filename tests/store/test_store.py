@@ -988,3 +988,15 @@ async def test_a_write_cancelled_midway_leaves_the_store_usable(store):
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
         assert await asyncio.wait_for(store.record_fact(f"after-{steps}"), timeout=10) is True
+
+
+async def test_an_attempt_keeps_whether_its_cost_is_known_and_what_its_sandbox_refused(store, clock):
+    task, _ = await store.create_task(make_task(clock, 7))
+    await store.start_attempt(Attempt(task.id, 1, RetryKind.FIRST, started_at=clock.now))
+    await store.start_attempt(Attempt(task.id, 2, RetryKind.CI_FAILURE, started_at=clock.now))
+    refused = "github.com:443: the agent has no network access\n10.0.0.1:80: not public"
+    await store.finish_attempt(task.id, 1, outcome="pushed", cost_known=False, refused=refused)
+    await store.finish_attempt(task.id, 2, outcome="pushed", cost_usd=0.5)
+    first, second = await store.list_attempts(task.id)
+    assert (first.cost_known, first.refused) == (False, refused)
+    assert (second.cost_known, second.refused) == (True, "")

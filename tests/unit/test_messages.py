@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot import messages
 from bot.commands import VERBS, mentions_bot, parse_commands
 from bot.messages import (
     ADDRESSED_IN,
@@ -473,3 +474,22 @@ def test_escaped_text_mentions_nobody(text: str) -> None:
     out = escape_markdown(text)
     assert not re.search(r"@[A-Za-z0-9]", out)
     assert not re.search(r"(?<!\\)[`*_<>\[\]|~#]", out.replace("\\\\", ""))
+
+
+def test_the_status_card_says_when_a_cost_is_unknown_and_what_the_sandbox_refused() -> None:
+    card = messages.StatusCard(
+        status="review",
+        attempt=2,
+        max_attempts=5,
+        attempts=[
+            messages.AttemptLine(1, "first", "pushed", 0.0, cost_known=False),
+            messages.AttemptLine(2, "ci_failure", "pushed", 0.0, refused=("github.com:443: no network", "10.0.0.1:80: local")),
+        ],
+        max_cost_usd=10.0,
+    )
+    body = messages.render_status_comment(card)
+    assert messages.COST_UNKNOWN_NOTE in body
+    assert "| pushed | unknown |" in body
+    assert "**The sandbox refused** connections of attempt 2 to `github.com:443`, `10.0.0.1:80`." in body
+    plain = messages.render_status_comment(messages.StatusCard(status="review", attempt=1, max_attempts=5))
+    assert messages.COST_UNKNOWN_NOTE not in plain and "refused" not in plain

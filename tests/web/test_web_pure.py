@@ -234,3 +234,21 @@ def test_filter_forms_keep_the_choice_and_escape_the_repository():
     assert 'action="/deliveries"' in deliveries and 'name="state"' in deliveries
     assert " selected" not in deliveries
     assert [f'<option value="{s.value}">' in deliveries for s in DeliveryState] == [True] * len(DeliveryState)
+
+
+def test_the_task_page_says_when_a_cost_is_unknown_and_what_the_sandbox_refused() -> None:
+    from datetime import UTC, datetime
+
+    from bot.store.base import Attempt
+    from bot.tasks.model import RetryKind, Task
+    from bot.web.dashboard import render_task
+
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    task = Task(id="task_1", repo="o/r", installation_id=1, issue_number=3, title="t")
+    attempts = [
+        Attempt("task_1", 1, RetryKind.FIRST, started_at=now, outcome="pushed", cost_known=False,
+                refused="github.com:443: no network\n10.0.0.1:80: local"),
+    ]  # fmt: skip
+    page = render_task(task, attempts, [], [], now=now, html_base="https://github.com")
+    assert "unknown" in page and "the cap cannot be enforced" in page
+    assert "The sandbox refused connections to github.com:443, 10.0.0.1:80" in page
