@@ -845,8 +845,10 @@ class AiderPreset(Preset):
     Also set: chat and input history go to ``/dev/null`` (aider would otherwise write
     ``.aider.chat.history.md`` and ``.aider.input.history`` into the checkout, and the bot
     would commit them), and ``LITELLM_LOCAL_MODEL_COST_MAP`` (litellm reads its bundled
-    price list instead of downloading one at start-up). aider still keeps its repo-map cache
-    in ``.aider.tags.cache.v4/`` at the checkout's root, which the bot's commits must leave out.
+    price list instead of downloading one at start-up; aider 0.86.2 itself still fetches its
+    own copy of that list at every start, which the sandbox records as a refused connection
+    under ``network: false``). aider keeps its repo-map cache in ``.aider.tags.cache.v4/`` at
+    the checkout's root, which the bot's commits leave out.
 
     Proven against aider 0.86.2 talking to a scripted OpenAI chat completions server
     (tests/agents/test_aider_cli.py, tests/e2e/test_real_aider.py). Not resumable.
