@@ -24,7 +24,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.github import api
+from bot.github.api import resolve_app_slug
 from bot.github.client import GitHubClientFactory
 from bot.services import Services, build_services
 from bot.store.base import Delivery, Store
@@ -60,14 +60,6 @@ class Runtime:
 
 
 RuntimeFactory = Callable[[Settings, Store], Awaitable[Runtime]]
-
-
-async def resolve_app_slug(settings: Settings, github: GitHubClientFactory) -> tuple[str, int | None]:
-    """The App's slug (the @mention) from settings, else from ``GET /app``."""
-    if settings.app_slug:
-        return settings.app_slug, settings.app_id
-    app = await api.get_app(github.for_app())
-    return str(app["slug"]), int(app["id"])
 
 
 async def start_runtime(

@@ -38,6 +38,7 @@ import gidgethub
 
 from bot.agents.sandbox import BwrapProbe
 from bot.config import RepoConfig, Settings
+from bot.github.api import resolve_app_slug
 from bot.services import Services
 from bot.store.base import Store, StoreError
 from bot.tasks import rules
@@ -380,9 +381,6 @@ async def run_worker(
 ) -> None:
     """``patchwright worker``: a worker pool and nothing else, until ``stop_event`` is set or
     the task is cancelled; then a graceful stop. Arguments as for :func:`start_worker_pool`."""
-    from bot.app import (
-        resolve_app_slug,  # the app module composes the runtime; import late
-    )
     from bot.github.client import GitHubClientFactory
     from bot.services import build_services
 
