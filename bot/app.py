@@ -24,7 +24,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.github.api import resolve_app_slug
+from bot.github.app_identity import resolve_app_slug
 from bot.github.client import GitHubClientFactory
 from bot.services import Services, build_services
 from bot.store.base import Delivery, Store

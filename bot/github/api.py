@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import http
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlencode, urljoin
 
 import gidgethub
 import gidgethub.abc
 
 from bot.github.client import GitHubClient
-
-if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.github.client import GitHubClientFactory
 
 JSON = dict[str, Any]
 PER_PAGE = 100
@@ -471,11 +467,3 @@ async def download_job_log(gh: GitHubClient, repo: str, job_id: int) -> str:
     if direct is None:
         return ""
     raise ValueError(f"unexpected job log response of type {type(direct).__name__}")
-
-
-async def resolve_app_slug(settings: Settings, github: GitHubClientFactory) -> tuple[str, int | None]:
-    """The App's slug (the @mention) and id: from the settings, else from ``GET /app``."""
-    if settings.app_slug:
-        return settings.app_slug, settings.app_id
-    app = await get_app(github.for_app())
-    return str(app["slug"]), int(app["id"])

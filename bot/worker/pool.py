@@ -38,7 +38,7 @@ import gidgethub
 
 from bot.agents.sandbox import BwrapProbe
 from bot.config import RepoConfig, Settings
-from bot.github.api import resolve_app_slug
+from bot.github.app_identity import resolve_app_slug
 from bot.services import Services
 from bot.store.base import Store, StoreError
 from bot.tasks import rules
