@@ -147,7 +147,7 @@ async def patchwright_app(
     from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
     # the SQLite ledger's writer as `patchwright serve` runs it (a process of its own)
-    store = await open_store(database_url, schema=schema, ledger_writer=SERVE_LEDGER_WRITER)
+    store = await open_store(database_url, schema=schema, ledger_writer=SERVE_LEDGER_WRITER, environ=os.environ)
     try:
         await store.migrate()
         settings = load_settings(

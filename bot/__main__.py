@@ -300,7 +300,8 @@ async def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
     raise_open_file_limit()  # connections, not the default soft limit, should be what runs out
-    store = await open_store(settings.database_url, ledger_writer=SERVE_LEDGER_WRITER)
+    # The ledger writer process starts from a few variables of this environment (PATH, locale, TMPDIR).
+    store = await open_store(settings.database_url, ledger_writer=SERVE_LEDGER_WRITER, environ=os.environ)
     runner: web.AppRunner | None = None
     try:
         await store.migrate()

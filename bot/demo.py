@@ -353,7 +353,9 @@ class DemoWorld:
             },
             env_file=None,
         )
-        self.store = await open_store(database_url, schema=options.schema, ledger_writer=SERVE_LEDGER_WRITER)
+        self.store = await open_store(
+            database_url, schema=options.schema, ledger_writer=SERVE_LEDGER_WRITER, environ=options.environ
+        )
         await self.store.migrate()
 
         app_server = create_app(self.settings, store=self.store, runtime=self._start_runtime)

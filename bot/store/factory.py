@@ -70,11 +70,15 @@ async def open_store(
     clock: Callable[[], datetime] = utcnow,
     schema: str | None = None,
     ledger_writer: str | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Store:
     """Open the SQLite or PostgreSQL store ``url`` names (not migrated).
 
     ``ledger_writer`` is the SQLite ledger's default writer (``"thread"`` or ``"process"``);
-    the URL's own ``ledger_writer`` option wins. PostgreSQL ignores it."""
+    the URL's own ``ledger_writer`` option wins. ``environ`` is the server's environment
+    (normally ``os.environ``, passed by the caller: the store never reads it), of which a
+    SQLite ledger writer process inherits only what an interpreter needs
+    (:func:`bot.store.ledger_writer.writer_environment`). PostgreSQL ignores both."""
     scheme = url.partition("://")[0].lower()
     if scheme == "sqlite":
         if schema is not None:
@@ -82,7 +86,7 @@ async def open_store(
         path, options = parse_sqlite_url(url)
         if ledger_writer is not None:
             options.setdefault("ledger_writer", ledger_writer)
-        return await SQLiteStore.open(path, clock=clock, **options)
+        return await SQLiteStore.open(path, clock=clock, environ=environ, **options)
     if scheme in ("postgresql", "postgres"):
         try:
             return await PostgresStore.open(url, clock=clock, schema=schema)

@@ -1,5 +1,9 @@
 """The SQLite ledger's writer process: webhook deliveries committed outside the web process.
 
+The writer runs the ledger engine of :mod:`bot.store.sqlite_ledger` (the same connection,
+commits, WAL syncs and checkpointer as the ledger thread); this module is only the process,
+its protocol and the web process's side of it, and imports nothing of the store itself.
+
 ``patchwright serve`` on SQLite records deliveries through a child process that owns the
 ledger's connection (``SQLiteStore.open(..., ledger_writer="process")``). The web process
 only queues each delivery's row and awaits its answer; the writer commits, syncs the WAL
@@ -46,13 +50,20 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bot.store.base import StoreError
+from bot.store.sqlite_ledger import (
+    CheckpointPolicy,
+    WalFile,
+    connect_ledger,
+    estimate_wal_bytes,
+    insert_deliveries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +119,10 @@ class FrameReader:
 # -- the writer process ---------------------------------------------------------------------
 
 
-def run_writer(sock: socket.socket, path: str, *, synchronous: str, busy_timeout: float, checkpoint: Any) -> None:
+def run_writer(
+    sock: socket.socket, path: str, *, synchronous: str, busy_timeout: float, checkpoint: CheckpointPolicy
+) -> None:
     """The writer: commit every batch the socket brings until it is closed."""
-    from bot.store.sqlite import WalFile, connect_ledger, estimate_wal_bytes, insert_deliveries
-
     try:
         conn, checkpointer, synced = connect_ledger(
             path, busy_timeout=busy_timeout, synchronous=synchronous, checkpoint=checkpoint
@@ -201,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from bot.store.sqlite import CheckpointPolicy
-
     with socket.socket(fileno=args.fd) as sock:
         run_writer(
             sock,
@@ -235,8 +244,10 @@ class _WriterProtocol(asyncio.Protocol):
 _INHERITED_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR")
 
 
-def _writer_environment() -> dict[str, str]:
-    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+def writer_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The writer process's environment: the :data:`_INHERITED_ENV` entries of ``environ``
+    (the server's environment, handed in by whoever opens the store) and ``PYTHONPATH``."""
+    env = {name: environ[name] for name in _INHERITED_ENV if name in environ}
     env["PYTHONPATH"] = _PACKAGE_ROOT
     return env
 
@@ -245,7 +256,8 @@ class LedgerWriterProcess:
     """The web process's side of the writer: queues rows, starts (and restarts) the process.
 
     ``on_committed(bumps)`` runs on the event loop after a batch recorded ``bumps`` pending
-    rows. Use from one event loop.
+    rows. ``environ`` is the server's environment, of which the process gets only what
+    :func:`writer_environment` keeps (nothing from it when None). Use from one event loop.
     """
 
     def __init__(
@@ -254,8 +266,9 @@ class LedgerWriterProcess:
         *,
         synchronous: str,
         busy_timeout: float,
-        checkpoint: Any,
+        checkpoint: CheckpointPolicy,
         on_committed: Callable[[int], None],
+        environ: Mapping[str, str] | None = None,
         flush_rows: int = FLUSH_ROWS,
         start_timeout: float = 30.0,
         close_timeout: float = 30.0,
@@ -266,6 +279,7 @@ class LedgerWriterProcess:
             "--busy-timeout", repr(float(busy_timeout)),
             "--checkpoint", json.dumps(dataclasses.asdict(checkpoint)),
         ]  # fmt: skip
+        self._environ: Mapping[str, str] = environ if environ is not None else {}
         self._on_committed = on_committed
         self._flush_rows = flush_rows
         self._start_timeout = start_timeout
@@ -356,7 +370,7 @@ class LedgerWriterProcess:
                     pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
-                    env=_writer_environment(),
+                    env=writer_environment(self._environ),
                 )  # fmt: skip
             finally:
                 theirs.close()

@@ -42,8 +42,8 @@ from typing import Any
 
 import asyncpg
 
-from bot.store import rows
 from bot.logs import redact_url
+from bot.store import rows
 from bot.store.base import (
     Attempt,
     Delivery,

@@ -112,7 +112,7 @@ def test_the_batch_fallback_tells_row_errors_from_database_errors():
     import asyncpg
 
     from bot.store.postgres import is_row_error as postgres_row_error
-    from bot.store.sqlite import is_row_error as sqlite_row_error
+    from bot.store.sqlite_ledger import is_row_error as sqlite_row_error
 
     assert sqlite_row_error(OverflowError("Python int too large to convert to SQLite INTEGER"))
     assert sqlite_row_error(sqlite3.IntegrityError("CHECK constraint failed"))

@@ -20,7 +20,8 @@ import pytest
 from bot.store.base import Delivery, StoreError
 from bot.store.factory import open_store, parse_sqlite_url
 from bot.store.ledger_writer import WRITER_EXITED, FrameReader, LedgerWriterProcess, encode_frame
-from bot.store.sqlite import CheckpointPolicy, SQLiteStore
+from bot.store.sqlite import SQLiteStore
+from bot.store.sqlite_ledger import CheckpointPolicy
 
 RECEIVED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -286,3 +287,20 @@ async def test_closing_while_a_new_writer_starts_leaves_no_writer_behind(tmp_pat
     assert await restarting is True  # sent before the close, so committed and answered
     assert ledger_ids(path) == ["during-restart"]
     assert writers_of(path) == []
+
+
+def test_the_writer_environment_keeps_only_what_starting_python_needs():
+    from bot.store.ledger_writer import writer_environment
+
+    server = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/var/tmp",
+        "PATCHWRIGHT_WEBHOOK_SECRET": "never",
+        "ANTHROPIC_API_KEY": "never",
+        "HOME": "/root",
+    }
+    env = writer_environment(server)
+    assert env["PATH"] == "/usr/bin" and env["LANG"] == "C.UTF-8" and env["TMPDIR"] == "/var/tmp"
+    assert set(env) <= {"PATH", "LANG", "TMPDIR", "PYTHONPATH"}
+    assert set(writer_environment({})) == {"PYTHONPATH"}

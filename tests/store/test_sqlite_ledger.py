@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.store.base import Delivery, DeliveryState, StoreError
-from bot.store.sqlite import (
+from bot.store.sqlite import NEW_DATABASE_PAGE_SIZE, SQLiteStore
+from bot.store.sqlite_ledger import (
     CHECKPOINT_CATCH_UP,
     CHECKPOINT_NONE,
     CHECKPOINT_TRUNCATE,
-    NEW_DATABASE_PAGE_SIZE,
     CheckpointPolicy,
-    SQLiteStore,
     checkpoint_action,
     estimate_wal_bytes,
 )
@@ -277,7 +276,7 @@ async def test_ledger_stores_payloads_compressed_and_reads_them_back(tmp_path):
 async def test_ledger_commits_at_normal_and_answers_only_after_the_wal_sync(tmp_path):
     import threading
 
-    from bot.store.sqlite import WalSyncer
+    from bot.store.sqlite_ledger import WalSyncer
 
     path = str(tmp_path / "synced.db")
     store = await SQLiteStore.open(path)  # synchronous=FULL by default
@@ -334,7 +333,7 @@ async def test_weaker_synchronous_levels_keep_their_own_meaning(tmp_path, synchr
 async def test_without_wal_mode_the_ledger_commits_at_the_stores_level(tmp_path):
     """WAL can be refused (no shared memory, some network file systems): then there is no
     WAL file to sync and the ledger's own commits must be FULL."""
-    from bot.store import sqlite as sqlite_store
+    from bot.store import sqlite_ledger
 
     path = str(tmp_path / "rollback.db")
     store = await SQLiteStore.open(path)
@@ -343,8 +342,8 @@ async def test_without_wal_mode_the_ledger_commits_at_the_stores_level(tmp_path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
     conn.close()
-    ledger = await sqlite_store.LedgerConnection.open(
-        path, busy_timeout=5, synchronous="full", checkpoint=sqlite_store.CheckpointPolicy()
+    ledger = await sqlite_ledger.LedgerConnection.open(
+        path, busy_timeout=5, synchronous="full", checkpoint=sqlite_ledger.CheckpointPolicy()
     )
     try:
         assert ledger.syncer is None
