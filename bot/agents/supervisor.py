@@ -40,7 +40,6 @@ _WATCH_INTERVAL_S = 0.05
 LIMIT_PROCESSES = "processes"
 LIMIT_CPU = "cpu_seconds"
 LIMIT_FILE_SIZE = "file_size"
-LIMIT_MEMORY = "memory"
 
 
 def parse_limits(text: str) -> dict[str, int]:
@@ -246,7 +245,6 @@ class Supervisor:
             LIMIT_PROCESSES: self.limits.get("processes"),
             LIMIT_CPU: self.limits.get("cpu_seconds"),
             LIMIT_FILE_SIZE: self.limits.get("file_size_mb"),
-            LIMIT_MEMORY: self.limits.get("memory_mb"),
         }.get(limit)
         sys.stderr.write(f"patchwright: the agent hit its {limit} limit ({value}); the run was ended\n")
         sys.stderr.flush()

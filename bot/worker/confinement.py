@@ -40,7 +40,6 @@ SANDBOX_NONE = "none"
 
 LIMIT_SETTINGS = {
     "processes": ("max_processes", "PATCHWRIGHT_AGENT_MAX_PROCESSES", "processes"),
-    "memory": ("memory_mb", "PATCHWRIGHT_AGENT_MEMORY_MB", "MB of memory"),
     "cpu_seconds": ("cpu_seconds", "PATCHWRIGHT_AGENT_CPU_SECONDS", "seconds of CPU time"),
     "file_size": ("file_size_mb", "PATCHWRIGHT_AGENT_FILE_SIZE_MB", "MB per file"),
 }
@@ -128,10 +127,6 @@ class Confinement:
     notes: list[str] = field(default_factory=list)
     endpoints: tuple[Endpoint, ...] = ()
 
-    @property
-    def sandboxed(self) -> bool:
-        return self.mode == SANDBOX_BWRAP
-
     async def __aenter__(self) -> Confinement:
         if self.proxy is not None:
             await self.proxy.start()
@@ -159,7 +154,7 @@ class Confinement:
         proxy = self.proxy
 
         def count(host: str, port: int) -> None:
-            if len(self.unreachable_providers()) and len(proxy.unreachable) >= after:
+            if len(proxy.unreachable) >= after and self.unreachable_providers():
                 stop()
 
         proxy.on_unreachable = count
@@ -169,7 +164,8 @@ class Confinement:
         if self.proxy is None:
             return []
         failed = {(host.lower(), port) for host, port in self.proxy.unreachable}
-        return [e for e in self.endpoints if (e.host, e.port) in failed or (e.loopback and ("127.0.0.1", e.port) in failed)]
+        # A loopback provider is reached through its tunnel, which asks for 127.0.0.1.
+        return [e for e in self.endpoints if (("127.0.0.1" if e.loopback else e.host), e.port) in failed or (e.host, e.port) in failed]
 
     def limit_message(self) -> str | None:
         """Why the supervisor ended the run, if a resource limit did."""

@@ -801,18 +801,6 @@ class FileScan:
         return violations
 
 
-def check_file(
-    change: ChangedFile,
-    *,
-    protected: PathMatcher,
-    known_secrets: Iterable[KnownSecret | str] = (),
-    max_file_size: int | None = None,
-) -> list[Violation]:
-    """The violations one changed file causes (see :func:`check_changes`)."""
-    policy = GuardPolicy(protected=protected, known_secrets=known_secrets, max_file_size=max_file_size)
-    return policy.check(change)
-
-
 def check_changes(
     changes: Sequence[ChangedFile],
     *,

@@ -272,7 +272,9 @@ async def test_with_sandbox_none_the_agent_runs_and_everyone_is_told(
     assert e2e.agent_run(1)["argv"][0].endswith("fake_agent.py")
 
 
-def test_the_status_card_says_when_agents_run_unsandboxed(e2e) -> None:
+async def test_the_status_card_says_when_agents_run_unsandboxed(e2e) -> None:
+    repo = await e2e.add_repo("card", script={"first": [{"done": "x"}]})
+    task = await e2e.create_task(repo, await e2e.open_issue(repo, "Anything"))
     none = build_services(
         e2e.settings.model_copy(update={"sandbox": "none"}),
         e2e.store,
@@ -280,9 +282,10 @@ def test_the_status_card_says_when_agents_run_unsandboxed(e2e) -> None:
         app_slug=e2e.slug,
         clock=utcnow,
     )
-    card = messages.StatusCard(status="running", attempt=1, max_attempts=5, unsandboxed=True)
-    assert messages.UNSANDBOXED_NOTE in messages.render_status_comment(card)
-    assert none.reporter._unsandboxed is True and e2e.services.reporter._unsandboxed is False
+    # The server's setting decides what every status comment says, whatever the task.
+    unsandboxed = messages.render_status_comment(await none.reporter.card(task))
+    sandboxed = messages.render_status_comment(await e2e.services.reporter.card(task))
+    assert messages.UNSANDBOXED_NOTE in unsandboxed and messages.UNSANDBOXED_NOTE not in sandboxed
 
 
 async def test_an_agent_that_writes_past_its_disk_limit_is_stopped(e2e, monkeypatch: pytest.MonkeyPatch) -> None:
