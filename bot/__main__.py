@@ -224,7 +224,9 @@ def check_config(path: Path) -> int:
 
 async def admin(settings: Settings, args: argparse.Namespace) -> int:
     from bot import admin as admin_commands
+    from bot.operations.services import offline_services
     from bot.store.factory import open_store
+    from bot.tasks.model import utcnow
 
     store = await open_store(settings.database_url)
     try:
@@ -239,7 +241,10 @@ async def admin(settings: Settings, args: argparse.Namespace) -> int:
                 out = await admin_commands.run_tasks_logs(store, args.task_id, args.attempt)
             else:
                 out = await admin_commands.run_tasks_command(
-                    store, args.task_id, verb, " ".join(getattr(args, "instructions", []) or [])
+                    offline_services(settings, store, clock=utcnow),
+                    args.task_id,
+                    verb,
+                    " ".join(getattr(args, "instructions", []) or []),
                 )
         else:
             verb = args.deliveries_command
@@ -272,7 +277,7 @@ async def migrate(settings: Settings) -> int:
 
 async def worker(settings: Settings, environ: Mapping[str, str]) -> int:
     from bot.store.factory import open_store
-    from bot.worker.pool import run_worker
+    from bot.runtime import run_worker
 
     store = await open_store(settings.database_url)
     stop = asyncio.Event()
@@ -296,7 +301,8 @@ async def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 
     settings.require_webhook_secret()
 
-    from bot.app import IngressRunner, create_app, raise_open_file_limit, start_runtime
+    from bot.app import IngressRunner, create_app, raise_open_file_limit
+    from bot.runtime import start_runtime
     from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 
     raise_open_file_limit()  # connections, not the default soft limit, should be what runs out

@@ -14,9 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot.operations.commands import run_task_command
+from bot.operations.decisions import LostRaces
+from bot.operations.services import Services
 from bot.store.base import Attempt, Delivery, DeliveryState, Store, TaskEvent
-from bot.tasks import rules
-from bot.tasks.model import Status, Task, utcnow
+from bot.tasks.model import Status, Task
+
+#: The audit trail's actor (and the reasons' author) for commands given on the command line.
+ACTOR = "cli"
 
 
 class AdminError(Exception):
@@ -126,35 +131,21 @@ async def run_tasks_logs(store: Store, task_id: str, attempt: int | None) -> str
     return "\n".join(f"[{n}] {line}" for n, line in lines) if lines else "no log lines"
 
 
-async def run_tasks_command(store: Store, task_id: str, verb: str, instructions: str = "") -> str:
-    """``retry`` or ``stop`` from the command line (actor ``cli``). The status comment on
-    GitHub is refreshed by the next event or reconciler pass."""
-    task = await _task(store, task_id)
-    now = utcnow()
-    if verb == "retry":
-        rule = lambda t: rules.manual_retry(t, instructions=instructions, now=now, author="cli")  # noqa: E731
-    elif verb == "stop":
-        rule = lambda t: rules.stop(t, now=now, author="cli")  # noqa: E731
-    else:
-        raise AdminError(f"unknown task command {verb!r}")
-    for _ in range(5):
-        decision = rule(task)
-        if not decision.accepted:
-            raise AdminError(rules.render_reason(decision.reason, "patchwright"))
-        new = await store.transition(
-            task.id,
-            from_statuses=decision.from_statuses,
-            changes=decision.changes,
-            expect_version=task.version,
-            event=TaskEvent(task_id=task.id, kind="transition", reason=decision.reason, actor="cli",
-                            from_status=task.status, to_status=decision.task.status),
-        )
-        if new is not None:
-            if new.status is Status.PENDING:
-                await store.notify_pending()
-            return f"{task.id}: {task.status.value} -> {new.status.value}"
-        task = await _task(store, task_id)
-    raise AdminError(f"{task_id} kept changing; try again")
+async def run_tasks_command(services: Services, task_id: str, verb: str, instructions: str = "") -> str:
+    """A task verb from the command line (actor ``cli``), through the same operation as a
+    comment. Without a GitHub client the status comment on GitHub is refreshed by the next
+    event or reconciler pass."""
+    try:
+        result = await run_task_command(services, task_id, verb, actor=ACTOR, instructions=instructions)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    except LostRaces:
+        raise AdminError(f"{task_id} kept changing; try again") from None
+    if result is None:
+        raise AdminError(f"no task {task_id!r}: `patchwright tasks list` shows the ids")
+    if not result.accepted or result.task is None:
+        raise AdminError(result.reason)
+    return f"{task_id}: {result.previous_status.value} -> {result.task.status.value}"
 
 
 async def run_deliveries_list(store: Store, *, state: str | None, repo: str | None, limit: int) -> str:

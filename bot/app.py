@@ -1,10 +1,9 @@
-"""The aiohttp application and the runtime it hosts.
+"""The aiohttp application and the HTTP server that serves it.
 
-``create_app(settings, store=…)`` gives the web process: webhook ingress and health checks.
-With ``runtime=start_runtime`` (what ``patchwright serve`` does) it also starts, on startup,
-the dispatcher that runs the handlers, the reconciler and — when ``PATCHWRIGHT_WORKERS`` > 0
-— the embedded worker pool, and stops them on cleanup. This is the one module of ``bot`` that
-imports ``handlers`` (it composes them).
+``create_app(settings, store=…)`` gives the web process: webhook ingress, health checks, the
+dashboard and the API. With ``runtime=bot.runtime.start_runtime`` (what ``patchwright serve``
+does) it also starts, on startup, the runtime that composition root wires (dispatcher,
+reconciler, embedded worker pool), and stops it on cleanup.
 """
 
 from __future__ import annotations
@@ -14,20 +13,16 @@ import collections
 import dataclasses
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.github.app_identity import resolve_app_slug
-from bot.github.client import GitHubClientFactory
-from bot.services import Services, build_services
-from bot.store.base import Delivery, Store
+from bot.operations.services import Services, offline_services
+from bot.store.base import Store
 from bot.tasks.model import utcnow
 from bot.web.routes import add_web_routes
 from bot.webhook import MAX_BODY_BYTES, WebhookIngress
@@ -39,92 +34,16 @@ STORE_KEY = web.AppKey("store", Store)
 RUNTIME_KEY = web.AppKey("runtime", object)
 
 
-@dataclass
-class Runtime:
-    """The background machinery of one process; ``stop()`` ends it all."""
+class Runtime(Protocol):
+    """What the web app needs of the runtime it hosts (built by :mod:`bot.runtime`)."""
 
     services: Services
     dispatcher: Dispatcher
-    session: aiohttp.ClientSession
-    github: GitHubClientFactory
-    _stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def stop(self) -> None:
-        for stop in reversed(self._stops):
-            try:
-                await stop()
-            except Exception:
-                log.exception("stopping a service failed")
-        self._stops.clear()
-        await self.session.close()
+    async def stop(self) -> None: ...
 
 
 RuntimeFactory = Callable[[Settings, Store], Awaitable[Runtime]]
-
-
-async def start_runtime(
-    settings: Settings,
-    store: Store,
-    *,
-    clock: Callable[[], datetime] = utcnow,
-    with_workers: bool | None = None,
-    dispatcher_options: dict[str, Any] | None = None,
-    github_options: dict[str, Any] | None = None,
-    reconcile: bool = True,
-    environ: Mapping[str, str] | None = None,
-) -> Runtime:
-    """Start the dispatcher, the reconciler and (optionally) the embedded worker pool.
-
-    ``environ`` is the process environment handed down from ``__main__``: agents draw PATH and
-    their provider keys from it (through an allowlist); nothing here reads ``os.environ``.
-    """
-    import handlers  # the app factory composes the handlers (SPEC §1)
-    from handlers.checks import evaluate_head
-    from handlers.common import HandlerContext
-    from handlers.pulls import check_conflicts
-
-    from bot.reconciler import Reconciler
-
-    session = aiohttp.ClientSession()
-    try:
-        github = GitHubClientFactory.from_settings(session, settings, **(github_options or {}))
-        slug, app_id = await resolve_app_slug(settings, github)
-        services = build_services(
-            settings, store, github_for=github.for_installation, app_slug=slug, clock=clock, app_id=app_id
-        )
-        services.on_forget_installation = github.drop
-
-        async def make_context(row: Delivery) -> HandlerContext:
-            return HandlerContext(services, row)
-
-        options: dict[str, Any] = {
-            "handler_timeout": settings.handler_timeout_s,
-            "stale_after": timedelta(seconds=settings.dispatch_stale_s),
-        }
-        options.update(dispatcher_options or {})
-        dispatcher = Dispatcher(store, handlers.router, make_context, **options)
-        runtime = Runtime(services=services, dispatcher=dispatcher, session=session, github=github)
-        runtime._stops.append(await dispatcher.start())
-        if reconcile:
-            reconciler = Reconciler(
-                services,
-                make_context=make_context,
-                evaluate_head=evaluate_head,
-                check_conflicts=check_conflicts,
-                interval=settings.reconcile_interval_s,
-            )
-            runtime._stops.append(await reconciler.start())
-        workers = settings.workers > 0 if with_workers is None else with_workers
-        if workers:
-            from bot.worker.pool import start_worker_pool
-
-            runtime._stops.append(
-                await start_worker_pool(services, github=github, environ=environ, sandbox=settings.sandbox)
-            )
-        return runtime
-    except BaseException:
-        await session.close()
-        raise
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -161,7 +80,14 @@ def create_app(
     app.router.add_post("/webhook", ingress.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    ingress.on_result = add_web_routes(app, store=store, settings=settings, clock=utcnow).count_delivery
+    offline = offline_services(settings, store, clock=utcnow)
+
+    def services() -> Services:
+        """The runtime's services once it runs (with GitHub), the offline ones before."""
+        rt = app.get(RUNTIME_KEY)
+        return rt.services if rt is not None else offline
+
+    ingress.on_result = add_web_routes(app, store=store, settings=settings, clock=utcnow, services=services).count_delivery
     if runtime is not None:
 
         async def run(app: web.Application):

@@ -24,22 +24,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-RETRY = "retry"
-STOP = "stop"
-RESUME = "resume"
-START_OVER = "start over"
-CANCEL = "cancel"
-STATUS = "status"
-HELP = "help"
+from bot.tasks import verbs as _verbs
+from bot.tasks.verbs import CANCEL, HELP, RESUME, RETRY, START_OVER, STATUS, STOP
+
 FEEDBACK = "feedback"
 
-VERBS: tuple[str, ...] = (RETRY, STOP, RESUME, START_OVER, CANCEL, STATUS, HELP)
-"""The named commands, in the order the help text lists them."""
+VERBS: tuple[str, ...] = _verbs.NAMES
+"""The named commands, in the order the help text lists them (from the verb table)."""
 
-MULTILINE_VERBS = frozenset({RETRY, FEEDBACK})
+MULTILINE_VERBS = frozenset({FEEDBACK, *(v.name for v in _verbs.TASK_VERBS if v.takes_text)})
 """Verbs whose text continues on the following lines up to the next command."""
 
-DESTRUCTIVE_VERBS = frozenset({CANCEL, START_OVER})
+DESTRUCTIVE_VERBS = frozenset(v.name for v in _verbs.TASK_VERBS if v.destructive)
 """Verbs that only count with nothing but punctuation or politeness after them."""
 
 
@@ -207,12 +203,20 @@ def mentions_bot(body: str | None, mentions: Sequence[str]) -> bool:
 
 # -- commands ---------------------------------------------------------------------------
 
+def _verb_pattern(name: str) -> str:
+    """``start over`` also reads as ``start-over`` and ``startover``."""
+    return r"[ \t]*-?[ \t]*".join(re.escape(word) for word in name.split())
+
+
+# Longest first, so that a verb that begins with another verb's word wins.
+_VERB_NAMES = sorted(VERBS, key=len, reverse=True)
 _VERB = re.compile(
     r"^(?:please[\s,]+)?"
-    r"(?P<verb>retry|stop|resume|start[ \t]*-?[ \t]*over|cancel|status|help)"
+    rf"(?P<verb>{'|'.join(_verb_pattern(name) for name in _VERB_NAMES)})"
     r"(?=$|[\s.,:;!?)\]])",
     re.IGNORECASE,
 )
+_BY_SQUEEZED = {name.replace(" ", ""): name for name in VERBS}
 _SEPARATOR = re.compile(r"^[\s:,;\-–—]+")
 _TRIVIAL_REST = re.compile(
     r"^[\W_]*(?:(?:please|now|thanks|thx|thank\s+you)[\W_]*)*$", re.IGNORECASE
@@ -225,8 +229,7 @@ def _classify(after_mention: str) -> tuple[str, str]:
     match = _VERB.match(text)
     if match is None:
         return FEEDBACK, text
-    word = match.group("verb").lower()
-    verb = START_OVER if word.startswith("start") else word
+    verb = _BY_SQUEEZED[re.sub(r"[\s-]", "", match.group("verb").lower())]
     rest = _SEPARATOR.sub("", text[match.end() :]).strip()
     if _TRIVIAL_REST.match(rest):
         return verb, ""  # punctuation or politeness only
@@ -282,3 +285,24 @@ def _join_text(first: str, following: list[str]) -> str:
     while parts and not parts[-1].strip():
         parts.pop()
     return "\n".join(parts)
+
+
+__all__ = [
+    "CANCEL",
+    "DESTRUCTIVE_VERBS",
+    "FEEDBACK",
+    "HELP",
+    "MULTILINE_VERBS",
+    "RESUME",
+    "RETRY",
+    "START_OVER",
+    "STATUS",
+    "STOP",
+    "VERBS",
+    "Command",
+    "first_command",
+    "mentions_bot",
+    "normalize_mentions",
+    "parse_commands",
+    "prose_lines",
+]

@@ -50,7 +50,8 @@ from aiohttp import web
 
 from bot import messages
 from bot.agents.sandbox import BwrapProbe
-from bot.app import RUNTIME_KEY, IngressRunner, Runtime, create_app, start_runtime
+from bot.app import RUNTIME_KEY, IngressRunner, create_app
+from bot.runtime import Runtime, start_runtime
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from bot.sandbox import fake_agent

@@ -26,17 +26,10 @@ import gidgethub
 from gidgethub import routing, sansio
 
 from bot.logs import log_context
+from bot.outcome import Ignored
 from bot.store.base import Delivery, DeliveryState, Store
 
 log = logging.getLogger(__name__)
-
-
-class Ignored(Exception):
-    """Raised by a handler that deliberately does nothing; the reason is recorded on the row."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

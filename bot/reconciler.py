@@ -10,41 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import gidgethub
 
-from bot.dispatcher import Ignored
 from bot.github import api
-from bot.services import Services
-from bot.store.base import Delivery
-from bot.tasks import rules
+from bot.operations import pulls
+from bot.operations.ci import evaluate_head
+from bot.operations.context import Context
+from bot.operations.services import Services
+from bot.outcome import Ignored
 from bot.tasks.model import Status, Task
 
 log = logging.getLogger(__name__)
 
-EvaluateHead = Callable[..., Awaitable[str]]
-CheckConflicts = Callable[..., Awaitable[list[str]]]
-
 
 class Reconciler:
-    def __init__(
-        self,
-        services: Services,
-        *,
-        make_context: Callable[[Delivery], Awaitable[Any]],
-        evaluate_head: EvaluateHead,
-        check_conflicts: CheckConflicts,
-        interval: float = 300.0,
-    ):
+    def __init__(self, services: Services, *, interval: float = 300.0):
         self._services = services
-        self._make_context = make_context
-        self._evaluate_head = evaluate_head
-        self._check_conflicts = check_conflicts
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-
     async def start(self) -> Callable[[], Awaitable[None]]:
         self._stop.clear()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -84,31 +69,14 @@ class Reconciler:
     async def reconcile(self, task: Task) -> str:
         if not task.pr_number:
             return "no pull request"
-        now = self._services.clock()
-        ctx = await self._make_context(
-            Delivery(
-                id=f"reconcile-{task.id}-{int(now.timestamp())}",
-                event="reconcile",
-                action="",
-                repo=task.repo,
-                installation_id=task.installation_id,
-                payload=b"{}",
-                received_at=now,
-            )
-        )
+        ctx = Context(self._services, task.installation_id)
         pr = await api.get_pull(ctx.gh, task.repo, task.pr_number)
-        if pr.get("merged"):
-            rule = lambda t: rules.pr_merged(t, pr_number=task.pr_number, now=now)  # noqa: E731
-        elif pr.get("state") == "closed":
-            rule = lambda t: rules.pr_closed(t, pr_number=task.pr_number, now=now)  # noqa: E731
-        else:
-            rule = None
-        if rule is not None:
-            decision, new = await self._services.tasks.decide(task, rule, gh=ctx.gh, actor="reconciler")
-            return decision.reason_for(self._services.mention)
+        if pr.get("merged") or pr.get("state") == "closed":
+            decision, _new = await pulls.pr_ended(ctx, task, merged=bool(pr.get("merged")), actor="reconciler")
+            return decision.reason_for(ctx.mention)
         head = str((pr.get("head") or {}).get("sha") or "")
         if head != task.head_sha:
             return f"head is {head[:7]}, not the bot's {task.head_sha[:7]} (human push); nothing to decide"
         if pr.get("mergeable") is False or pr.get("mergeable_state") == "dirty":
-            return "; ".join(await self._check_conflicts(ctx, task.repo, [task], actor="reconciler"))
-        return await self._evaluate_head(ctx, task.repo, head, branch=task.branch, actor="reconciler")
+            return "; ".join(await pulls.check_conflicts(ctx, task.repo, [task], actor="reconciler"))
+        return await evaluate_head(ctx, task.repo, head, branch=task.branch, actor="reconciler")

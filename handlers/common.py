@@ -1,25 +1,22 @@
-"""What every handler module shares: the context it receives, the guards it runs first, and the
-router that checks an event's payload before any handler sees it."""
+"""What every handler module shares: the router that checks an event's payload before any
+handler sees it, the readers of the payload parts every event has, and the loop guard.
+
+A handler reads its payload, guards, and calls one operation (:mod:`bot.operations`) with
+the :class:`~bot.operations.context.Context` the dispatcher hands it."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
 from typing import Any
 
-import gidgethub
 from gidgethub import routing, sansio
 
-from bot import messages, payloads
+from bot import payloads
 from bot.config import RepoConfig
-from bot.dispatcher import Ignored
-from bot.github import api
-from bot.services import Services
-from bot.store.base import Delivery
-from bot.tasks.model import Task
-from bot.tasks.rules import Decision
+from bot.operations.context import Context
+from bot.outcome import Ignored
 
-log = logging.getLogger(__name__)
+#: The context every handler receives (the delivery's installation and id, the services).
+HandlerContext = Context
 
 
 class Router(routing.Router):
@@ -34,59 +31,6 @@ class Router(routing.Router):
         return super().fetch(event)
 
 
-@dataclass
-class HandlerContext:
-    """What a handler gets besides the event: the services and this delivery's GitHub client."""
-
-    services: Services
-    delivery: Delivery
-    _gh: Any = field(default=None, repr=False)
-
-    @property
-    def gh(self) -> Any:
-        if self._gh is None:
-            if self.delivery.installation_id is None:
-                raise Ignored("the delivery names no installation")
-            self._gh = self.services.github_for(self.delivery.installation_id)
-        return self._gh
-
-    @property
-    def now(self):
-        return self.services.clock()
-
-    async def config(self, event: sansio.Event) -> RepoConfig:
-        """The repository's config; an invalid file gives defaults (the task start reports it)."""
-        config, _error = await self.config_with_error(event)
-        return config
-
-    async def config_with_error(self, event: sansio.Event) -> tuple[RepoConfig, str | None]:
-        repo = event.data["repository"]
-        return await self.services.repo_configs.get(
-            self.gh, repo["full_name"], repo.get("default_branch") or "main"
-        )
-
-    async def apply(self, decision: Decision, *, actor: str, config: RepoConfig | None = None,
-                    questions: tuple[str, ...] = ()) -> Task | None:
-        return await self.services.tasks.apply(
-            decision,
-            gh=self.gh,
-            actor=actor,
-            delivery_id=self.delivery.id,
-            state_labels=bool(config and config.state_labels),
-            questions=questions,
-        )
-
-    async def decide(self, task: Task, rule, *, actor: str, config: RepoConfig | None = None):
-        return await self.services.tasks.decide(
-            task,
-            rule,
-            gh=self.gh,
-            actor=actor,
-            delivery_id=self.delivery.id,
-            state_labels=bool(config and config.state_labels),
-        )
-
-
 def repo_name(event: sansio.Event) -> str:
     repo = event.data.get("repository") or {}
     name = repo.get("full_name")
@@ -95,11 +39,25 @@ def repo_name(event: sansio.Event) -> str:
     return str(name)
 
 
+def default_branch(event: sansio.Event) -> str:
+    return str((event.data.get("repository") or {}).get("default_branch") or "main")
+
+
 def sender(event: sansio.Event) -> dict[str, Any]:
     return event.data.get("sender") or {}
 
 
-def guard_sender(event: sansio.Event, ctx: HandlerContext, config: RepoConfig | None = None,
+def sender_login(event: sansio.Event) -> str:
+    return str(sender(event).get("login") or "")
+
+
+async def repo_config(event: sansio.Event, ctx: Context) -> RepoConfig:
+    """The repository's config; an invalid file gives defaults (the task start reports it)."""
+    config, _error = await ctx.repo_config(repo_name(event), default_branch(event))
+    return config
+
+
+def guard_sender(event: sansio.Event, ctx: Context, config: RepoConfig | None = None,
                  *, user: dict[str, Any] | None = None) -> str:
     """Loop guard and bot filter (SPEC §4): returns the acting login, or raises Ignored."""
     who = user if user is not None else sender(event)
@@ -115,35 +73,15 @@ def guard_sender(event: sansio.Event, ctx: HandlerContext, config: RepoConfig | 
     return login
 
 
-async def require_permission(ctx: HandlerContext, repo: str, login: str) -> str:
-    """The sender must have write, maintain or admin (the collaborator permission API)."""
-    ok, perm = await ctx.services.permitted(ctx.gh, repo, login)
-    if not ok:
-        raise Ignored(f"not permitted: {login} has {perm} permission (needs write, maintain or admin)")
-    return perm
-
-
-async def react(ctx: HandlerContext, repo: str, subject: str, subject_id: int, content: str) -> None:
-    """Add a reaction; a failure to react never fails the handler."""
-    try:
-        await api.add_reaction(ctx.gh, repo, subject, subject_id, content)  # type: ignore[arg-type]
-    except gidgethub.GitHubException as exc:
-        log.warning("could not react %s on %s %s: %s", content, subject, subject_id, exc)
-
-
-async def reply(ctx: HandlerContext, repo: str, number: int, body: str) -> None:
-    await api.create_comment(ctx.gh, repo, number, body)
-
-
 __all__ = [
+    "Context",
     "HandlerContext",
     "Ignored",
     "Router",
+    "default_branch",
     "guard_sender",
-    "messages",
-    "react",
-    "reply",
+    "repo_config",
     "repo_name",
-    "require_permission",
     "sender",
+    "sender_login",
 ]

@@ -6,7 +6,7 @@ from gidgethub import routing, sansio
 
 from bot.store.base import Installation
 
-from handlers.common import HandlerContext, Ignored
+from handlers.common import Context, Ignored
 
 router = routing.Router()
 
@@ -18,7 +18,7 @@ def _repos(items: list[dict] | None) -> tuple[str, ...]:
 @router.register("installation", action="created")
 @router.register("installation", action="new_permissions_accepted")
 @router.register("installation", action="unsuspend")
-async def on_installation_created(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_installation_created(event: sansio.Event, ctx: Context) -> str:
     inst = event.data["installation"]
     account = str((inst.get("account") or {}).get("login") or "")
     repos = _repos(event.data.get("repositories"))
@@ -31,7 +31,7 @@ async def on_installation_created(event: sansio.Event, ctx: HandlerContext) -> s
 
 @router.register("installation", action="deleted")
 @router.register("installation", action="suspend")
-async def on_installation_deleted(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_installation_deleted(event: sansio.Event, ctx: Context) -> str:
     inst_id = int(event.data["installation"]["id"])
     await ctx.services.store.remove_installation(inst_id)
     ctx.services.forget_installation(inst_id)
@@ -40,7 +40,7 @@ async def on_installation_deleted(event: sansio.Event, ctx: HandlerContext) -> s
 
 @router.register("installation_repositories", action="added")
 @router.register("installation_repositories", action="removed")
-async def on_installation_repositories(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_installation_repositories(event: sansio.Event, ctx: Context) -> str:
     inst_id = int(event.data["installation"]["id"])
     added = _repos(event.data.get("repositories_added"))
     removed = _repos(event.data.get("repositories_removed"))
@@ -51,5 +51,5 @@ async def on_installation_repositories(event: sansio.Event, ctx: HandlerContext)
 
 
 @router.register("ping")
-async def on_ping(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_ping(event: sansio.Event, ctx: Context) -> str:
     return "pong"

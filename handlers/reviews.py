@@ -10,17 +10,17 @@ from bot import feedback
 from bot.github import api
 from bot.tasks import rules
 
-from handlers.common import HandlerContext, Ignored, guard_sender, repo_name, require_permission
+from handlers.common import Context, Ignored, guard_sender, repo_config, repo_name
 
 router = routing.Router()
 
 
 @router.register("pull_request_review", action="submitted")
-async def on_review_submitted(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_review_submitted(event: sansio.Event, ctx: Context) -> str:
     repo = repo_name(event)
     review = event.data["review"]
     pr = event.data["pull_request"]
-    config = await ctx.config(event)
+    config = await repo_config(event, ctx)
     login = guard_sender(event, ctx, config, user=review.get("user") or event.data.get("sender"))
     task = await ctx.services.store.get_task_by_pr(repo, int(pr["number"]))
     if task is None:
@@ -32,7 +32,7 @@ async def on_review_submitted(event: sansio.Event, ctx: HandlerContext) -> str:
         # A COMMENTED review may still carry inline comments: look before ignoring it.
         if feedback.review_state(review) != feedback.COMMENTED:
             raise Ignored(f"review state {feedback.review_state(review).lower()} asks for nothing")
-    await require_permission(ctx, repo, login)
+    await ctx.require_permission(repo, login)
     comments = await api.list_review_comments_for_review(ctx.gh, repo, int(pr["number"]), int(review["id"]))
     text = feedback.review_feedback(review, comments)
     if text is None:
@@ -46,15 +46,13 @@ async def on_review_submitted(event: sansio.Event, ctx: HandlerContext) -> str:
             decision = replace(decision, task=decision.task.replace(review_threads=merged))
         return decision
 
-    decision, new = await ctx.decide(task, rule, actor=login, config=config)
-    if new is None:
-        raise Ignored(decision.reason_for(ctx.services.mention))
+    await ctx.decide_or_ignore(task, rule, actor=login, config=config)
     await ctx.services.store.record_fact(fact, task.id)
     return f"feedback retry from review {review['id']} ({len(comments)} inline comment(s))"
 
 
 @router.register("pull_request_review_comment", action="created")
-async def on_review_comment(event: sansio.Event, ctx: HandlerContext) -> str:
+async def on_review_comment(event: sansio.Event, ctx: Context) -> str:
     # Every inline comment belongs to a review, and GitHub sends pull_request_review.submitted
     # for it too: the review handler makes the one retry, with all of its comments.
     raise Ignored("inline comments are handled with their review (pull_request_review.submitted)")

@@ -455,20 +455,34 @@ def render_pr_body(
 
 # -- help and refusals --------------------------------------------------------------------
 
-HELP_TEMPLATE = """\
+COMMAND_HELP: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "retry": (
+            "retry [instructions]",
+            "failed or paused task: try again (two more automatic retries); on the pull "
+            "request: a new attempt with your instructions",
+        ),
+        "stop": ("stop", "pause a queued or running task (the agent stops within seconds; its work is saved)"),
+        "resume": ("resume", "continue a paused task"),
+        "start over": ("start over", "close the pull request, delete the branch and start again from attempt 1"),
+        "cancel": ("cancel", "close the task and its pull request, delete the branch"),
+        "status": ("status", "show the task: status, attempts, budget, cost, pull request, last error"),
+        "help": ("help", "this list"),
+    }
+)
+"""Per command (by the verb table's names, in its order): its usage and one help line."""
+
+HELP_HEADER = """\
 **patchwright commands** (a line starting with the mention; needs write access):
 
 | command | what it does |
 |---|---|
-| `{m} retry [instructions]` | failed or paused task: try again (two more automatic retries); on the pull request: a new attempt with your instructions |
-| `{m} stop` | pause a queued or running task (the agent stops within seconds; its work is saved) |
-| `{m} resume` | continue a paused task |
-| `{m} start over` | close the pull request, delete the branch and start again from attempt 1 |
-| `{m} cancel` | close the task and its pull request, delete the branch |
-| `{m} status` | show the task: status, attempts, budget, cost, pull request, last error |
-| `{m} help` | this list |
-| `{m} <anything else>` | on the task's pull request: feedback for the agent; on the issue while it waits: your answers |
-
+"""
+HELP_FEEDBACK_LINE = (
+    "| `{m} <anything else>` | on the task's pull request: feedback for the agent; on the issue "
+    "while it waits: your answers |\n"
+)
+HELP_FOOTER = """
 Add the `{label}` label to an issue to start a task. Review comments and "request changes" \
 on the pull request also reach the agent.
 """
@@ -477,9 +491,11 @@ on the pull request also reach the agent.
 def render_help(
     mention: str = DEFAULT_MENTION, trigger_label: str = DEFAULT_TRIGGER_LABEL
 ) -> str:
-    """The ``help`` reply with the real mention and trigger label."""
+    """The ``help`` reply with the real mention and trigger label: a line per command."""
     label = trigger_label.replace("`", "'")
-    return HELP_TEMPLATE.format(m=as_mention(mention), label=label)
+    m = as_mention(mention)
+    rows = "".join(f"| `{m} {usage}` | {text} |\n" for usage, text in COMMAND_HELP.values())
+    return HELP_HEADER + rows + HELP_FEEDBACK_LINE.format(m=m) + HELP_FOOTER.format(label=label)
 
 
 HELP_TEXT = render_help()

@@ -14,14 +14,14 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from bot.store.base import DeliveryState, Store, TaskEvent
-from bot.tasks import rules
+from bot.operations.commands import run_task_command
+from bot.operations.decisions import LostRaces
+from bot.operations.services import Services
+from bot.store.base import DeliveryState, Store
 from bot.tasks.model import Status, Task
 from bot.web import views
 from bot.web.events import (
@@ -40,7 +40,6 @@ INVALID_ID = "No {kind} with that id: an id is 1 to {max} printable characters."
 MAX_INSTRUCTIONS_CHARS = 20_000
 TASK_LIST_DEFAULT, TASK_LIST_MAX = 500, 1000
 DELIVERY_LIST_DEFAULT, DELIVERY_LIST_MAX = 100, 1000
-CAS_ROUNDS = 5
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -168,53 +167,6 @@ def parse_retry_body(body: bytes) -> str:
 # -- actions --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    task: Task
-    previous_status: Status
-    reason: str
-
-
-async def apply_task_command(
-    store: Store, task_id: str, verb: str, *, instructions: str, now: datetime, mention: str
-) -> CommandResult:
-    """``retry`` or ``stop`` with one conditional update (re-decided when the task moved meanwhile)."""
-    if verb not in ("retry", "stop"):
-        raise ValueError(f"unknown task command {verb!r}")
-
-    def decide(task: Task) -> rules.Decision:
-        if verb == "retry":
-            return rules.manual_retry(task, instructions=instructions, now=now, author=AUTHOR)
-        return rules.stop(task, now=now, author=AUTHOR)
-
-    for _ in range(CAS_ROUNDS):
-        task = await store.get_task(task_id)
-        if task is None:
-            raise ApiError(404, f"No task {task_id!r}.")
-        decision = decide(task)
-        if not decision.accepted:
-            raise ApiError(409, decision.reason_for(mention))
-        new = await store.transition(
-            task.id,
-            from_statuses=decision.from_statuses,
-            changes=decision.changes,
-            expect_version=task.version,
-            event=TaskEvent(
-                task_id=task.id,
-                kind="transition",
-                reason=decision.reason_for(mention),
-                actor=ACTOR,
-                from_status=task.status,
-                to_status=decision.task.status,
-            ),
-        )
-        if new is not None:
-            if new.status is Status.PENDING:
-                await store.notify_pending()
-            return CommandResult(new, task.status, decision.reason_for(mention))
-    raise ApiError(409, f"Task {task_id} kept changing while applying {verb}; try again.")
-
-
 # -- handlers -----------------------------------------------------------------------------
 
 
@@ -225,16 +177,14 @@ class WebApi:
         self,
         store: Store,
         *,
-        clock: Callable[[], datetime],
+        services: Callable[[], Services],
         html_base: str,
-        mention: str,
         feed: TaskFeed,
         stream_options: EventStreamOptions,
     ) -> None:
         self.store = store
-        self.clock = clock
+        self.services = services
         self.html_base = html_base
-        self.mention = mention
         self.feed = feed
         self.stream_options = stream_options
 
@@ -296,9 +246,17 @@ class WebApi:
         return await self._command(task_id, "stop", "")
 
     async def _command(self, task_id: str, verb: str, instructions: str) -> web.Response:
-        result = await apply_task_command(
-            self.store, task_id, verb, instructions=instructions, now=self.clock(), mention=self.mention
-        )
+        try:
+            result = await run_task_command(
+                self.services(), task_id, verb, actor=ACTOR, author=AUTHOR, instructions=instructions
+            )
+        except LostRaces:
+            raise ApiError(409, f"Task {task_id} kept changing while applying {verb}; try again.") from None
+        if result is None:
+            raise ApiError(404, f"No task {task_id!r}.")
+        if not result.accepted:
+            raise ApiError(409, result.reason)
+        assert result.task is not None
         return web.json_response(
             {
                 "message": f"{task_id}: {result.previous_status.value} -> {result.task.status.value}",

@@ -1,6 +1,6 @@
 """Wire the operator web surface (SPEC §9) into an aiohttp application.
 
-``add_web_routes(app, store=…, settings=…, clock=…)`` adds the dashboard (``/``,
+``add_web_routes(app, store=…, settings=…, clock=…, services=…)`` adds the dashboard (``/``,
 ``/tasks/{id}``, ``/deliveries``, ``/login``, ``/logout``, ``/static/…``), the JSON API
 (``/api/…``), the event stream (``/api/events``) and ``/metrics``; it puts the
 :class:`~bot.web.metrics.Metrics` on the app under :data:`METRICS_KEY` (the webhook ingress
@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.config import Settings
+from bot.operations.services import Services, offline_services
 from bot.store.base import Store
 from bot.tasks.model import utcnow
 from bot.web import views
@@ -103,10 +104,6 @@ class Guard:
         return guarded
 
 
-def _mention(settings: Settings) -> str:
-    return "@" + (settings.app_slug or "patchwright").lstrip("@")
-
-
 def add_web_routes(
     app: web.Application,
     *,
@@ -114,9 +111,16 @@ def add_web_routes(
     settings: Settings,
     clock: Callable[[], datetime] = utcnow,
     options: WebOptions | None = None,
+    services: Callable[[], Services] | None = None,
 ) -> Metrics:
-    """Add the dashboard, API, event stream and metrics routes to ``app``; returns its Metrics."""
+    """Add the dashboard, API, event stream and metrics routes to ``app``; returns its Metrics.
+
+    ``services`` gives the services the API's commands run with (the runtime's, with a
+    GitHub client, once it runs); by default offline ones over ``store``."""
     options = options or WebOptions()
+    if services is None:
+        offline = offline_services(settings, store, clock=clock)
+        services = lambda: offline  # noqa: E731
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     html_base = views.github_html_base(settings.github_url)
     feed = TaskFeed(store, options.events)
@@ -125,10 +129,7 @@ def add_web_routes(
     app[TASK_FEED_KEY] = feed
 
     guard = Guard(admin_token=admin_token or None, private_read=settings.read_api_private)
-    api = WebApi(
-        store, clock=clock, html_base=html_base, mention=_mention(settings), feed=feed,
-        stream_options=options.events,
-    )
+    api = WebApi(store, services=services, html_base=html_base, feed=feed, stream_options=options.events)
     dash = Dashboard(
         store, clock=clock, html_base=html_base, admin_token=admin_token or None,
         login_limiter=options.login_limiter,

@@ -43,7 +43,7 @@ from types import MappingProxyType
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .branches import (
+from bot.tasks.branches import (
     check_branch_name,
     check_task_id,
     split_repo,

@@ -8,21 +8,20 @@ tasks whose worker died, and shut down gracefully.
 - **Supervise**: per running attempt, a heartbeat every ``heartbeat_interval`` (15 s) and a
   cheap status read every ``status_interval`` (1 s); a task that is no longer running for
   this worker (stopped, closed, taken back) has its agent stopped at once. In the same process
-  ``TaskService.on_stop_agent`` reaches the agent without waiting for the next read.
+  the services' ``agent_stops`` reach the agent without waiting for the next read.
 - **Take back**: a running task whose heartbeat is older than ``stale_after`` (120 s) belongs
   to a dead worker: any pool moves it back to pending as a ``transient`` retry (not the task's
   fault). The conditional update makes that safe with any number of pools.
 - **Shutdown**: ``stop()`` stops claiming, stops every running agent (their work is salvaged
   and the tasks go back to pending), and waits for the attempts to wrap up.
 
-``start_worker_pool`` is what ``patchwright serve`` embeds; ``run_worker`` is
-``patchwright worker``.
+``start_worker_pool`` is what ``patchwright serve`` embeds and ``patchwright worker`` runs
+alone (both wired by :mod:`bot.runtime`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -33,16 +32,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import gidgethub
 
 from bot.agents.sandbox import BwrapProbe
-from bot.config import RepoConfig, Settings
-from bot.github.app_identity import resolve_app_slug
-from bot.services import Services
+from bot.config import RepoConfig
+from bot.operations.services import Services
 from bot.store.base import Store, StoreError
 from bot.tasks import rules
-from bot.tasks.model import Status, Task, utcnow
+from bot.tasks.model import Status, Task
 from bot.worker.git import Workspaces
 from bot.worker.runner import (
     AttemptControl,
@@ -146,7 +143,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
-        self._previous_hook: Callable[[str], None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.claimed = 0  # attempts started (for tests and metrics)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -154,8 +151,7 @@ class WorkerPool:
     async def start(self) -> Callable[[], Awaitable[None]]:
         """Start claiming and taking back; returns :meth:`stop`."""
         self._stopping = False
-        self._previous_hook = self.services.tasks.on_stop_agent
-        self.services.tasks.on_stop_agent = self.request_stop
+        self._unsubscribe = self.services.agent_stops.subscribe(self.request_stop)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name=f"worker-claim {self.worker_id}"),
             asyncio.create_task(self._stale_loop(), name=f"worker-takeback {self.worker_id}"),
@@ -183,8 +179,9 @@ class WorkerPool:
             for job in pending:
                 job.cancel()
             await asyncio.gather(*(s.job for s in slots), return_exceptions=True)
-        if self.services.tasks.on_stop_agent == self.request_stop:
-            self.services.tasks.on_stop_agent = self._previous_hook
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         log.info("worker pool %s stopped", self.worker_id)
 
     def request_stop(self, task_id: str) -> None:
@@ -192,8 +189,6 @@ class WorkerPool:
         slot = self._slots.get(task_id)
         if slot is not None:
             slot.control.stop(StopReason.LEFT_RUNNING)
-        if self._previous_hook is not None and self._previous_hook != self.request_stop:
-            self._previous_hook(task_id)
 
     @property
     def running(self) -> dict[str, int]:
@@ -370,42 +365,10 @@ async def start_worker_pool(
     return await pool.start()
 
 
-async def run_worker(
-    settings: Settings,
-    store: Store,
-    *,
-    environ: Mapping[str, str] | None = None,
-    stop_event: asyncio.Event | None = None,
-    sandbox: str = "auto",
-    **pool_options: Any,
-) -> None:
-    """``patchwright worker``: a worker pool and nothing else, until ``stop_event`` is set or
-    the task is cancelled; then a graceful stop. Arguments as for :func:`start_worker_pool`."""
-    from bot.github.client import GitHubClientFactory
-    from bot.services import build_services
-
-    async with aiohttp.ClientSession() as session:
-        github = GitHubClientFactory.from_settings(session, settings)
-        slug, app_id = await resolve_app_slug(settings, github)
-        services = build_services(
-            settings, store, github_for=github.for_installation, app_slug=slug, clock=utcnow, app_id=app_id
-        )
-        services.on_forget_installation = github.drop
-        stop = await start_worker_pool(
-            services, github=github, environ=environ, sandbox=sandbox, **pool_options
-        )
-        try:
-            await (stop_event or asyncio.Event()).wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(stop())
-
-
 __all__ = [
     "WorkerPool",
     "bot_commit_identity",
     "new_worker_id",
-    "run_worker",
     "start_worker_pool",
     "stop_reason_for",
 ]

@@ -39,7 +39,7 @@ async def test_worker_prints_the_database_without_passwords(fake_store, monkeypa
     async def run_worker(*args, **kwargs) -> None:
         return None
 
-    monkeypatch.setattr("bot.worker.pool.run_worker", run_worker)
+    monkeypatch.setattr("bot.runtime.run_worker", run_worker)
     settings = load_settings({"PATCHWRIGHT_DATABASE_URL": URL}, env_file=None)
     assert await cli.worker(settings, {}) == 0
     out = capsys.readouterr().out

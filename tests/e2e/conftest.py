@@ -69,7 +69,7 @@ from bot.sandbox import fake_agent
 from bot.sandbox.auth import generate_key_pair
 from bot.sandbox.emulator import Emulator
 from bot.sandbox.openapi import RestDescription
-from bot.services import Services, build_services
+from bot.operations.services import Services, build_services
 from bot.store.base import Store
 from bot.store.factory import open_store
 from bot.tasks import rules
@@ -355,7 +355,7 @@ class E2E:
         import handlers
         from bot.app import create_app
         from bot.dispatcher import Dispatcher
-        from handlers.common import HandlerContext
+        from bot.runtime import context_factory
 
         app = create_app(self.settings, store=self.store)
         runner = web.AppRunner(app, access_log=None)
@@ -364,10 +364,7 @@ class E2E:
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
 
-        async def make_context(row: Any) -> Any:
-            return HandlerContext(self.services, row)
-
-        dispatcher = Dispatcher(self.store, handlers.router, make_context, idle_wait=0.1)
+        dispatcher = Dispatcher(self.store, handlers.router, context_factory(self.services), idle_wait=0.1)
         stop_dispatcher = await dispatcher.start()
         self._cleanups.append(runner.cleanup)
         self._cleanups.append(stop_dispatcher)
@@ -424,8 +421,8 @@ async def e2e(
             app_slug=app["slug"],
             clock=utcnow,
             app_id=app["id"],
+            forget_installation=github.drop,
         )
-        services.on_forget_installation = github.drop
         harness = E2E(
             tmp_path=tmp_path,
             emulator=emulator,

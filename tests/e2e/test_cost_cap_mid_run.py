@@ -33,7 +33,7 @@ import pytest
 
 from bot.agents.presets import DEFAULT_PRICES, PriceTable
 from bot.tasks.model import Status
-from bot.worker.branches import wip_branch
+from bot.tasks.branches import wip_branch
 from tests.model_server import ModelServer, anthropic, chat, responses
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.services import StatusReporter, TaskService
+from bot.operations.decisions import TaskService
+from bot.operations.status import StatusReporter
 from bot.tasks import rules
 from bot.tasks.model import RetryKind, Status, Task
-from bot.worker.branches import wip_branch
+from bot.tasks.branches import wip_branch
 from bot.worker.pool import stop_reason_for
 from bot.worker.runner import StopReason
 
@@ -156,7 +157,7 @@ WORKER_SCRIPT = """
 import asyncio, json, sys
 from bot.config import Settings
 from bot.store.factory import open_store
-from bot.worker.pool import run_worker
+from bot.runtime import run_worker
 
 config = json.load(sys.stdin)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.tasks.model import RetryKind, Status
-from bot.worker.branches import wip_branch
+from bot.tasks.branches import wip_branch
 from bot.worker.guard import Violation
 from bot.worker.runner import commit_message, conflict_violations, error_signature
 

@@ -18,7 +18,7 @@ import pytest
 from bot import demo, messages
 from bot.demo import MAINTAINER, REPO, Story
 from bot.tasks.model import RetryKind, Status
-from bot.worker.branches import wip_branch
+from bot.tasks.branches import wip_branch
 
 pytestmark = pytest.mark.slow
 

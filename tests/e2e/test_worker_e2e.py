@@ -10,7 +10,7 @@ import pytest
 from bot import messages
 from bot.tasks import rules
 from bot.tasks.model import RetryKind, Status
-from bot.worker.branches import task_branch
+from bot.tasks.branches import task_branch
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 from bot import messages
 from bot.agents.sandbox import BwrapProbe
-from bot.services import build_services
+from bot.operations.services import build_services
 from bot.tasks.model import Status, utcnow
 
 pytestmark = pytest.mark.slow

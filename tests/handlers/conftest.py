@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot.app import RUNTIME_KEY, Runtime, create_app, start_runtime
+from bot.app import RUNTIME_KEY, create_app
+from bot.runtime import Runtime, start_runtime
 from bot.config import load_settings
 from bot.sandbox.emulator import Emulator
 from bot.store.base import DeliveryState, Store

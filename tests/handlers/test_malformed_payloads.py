@@ -25,12 +25,12 @@ import handlers
 from bot import payloads
 from bot.config import load_settings
 from bot.dispatcher import Dispatcher
-from bot.services import build_services
+from bot.operations.services import build_services
+from bot.runtime import context_factory
 from bot.store.base import Delivery, DeliveryState
 from bot.store.factory import open_store
 from bot.tasks.model import utcnow
 from bot.webhook import parse_delivery
-from handlers.common import HandlerContext
 
 # -- what the handlers read -----------------------------------------------------------------------
 
@@ -214,11 +214,8 @@ async def bot(tmp_path_factory) -> Any:
         settings, store, github_for=lambda installation_id: github, app_slug="patchwright", clock=utcnow
     )
 
-    async def make_context(row: Delivery) -> HandlerContext:
-        return HandlerContext(services, row)
-
     try:
-        yield Bot(store, make_context)
+        yield Bot(store, context_factory(services))
     finally:
         await store.close()
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from handlers.checks import evaluate_head
-from handlers.common import HandlerContext
-from handlers.pulls import check_conflicts
-
 from bot.reconciler import Reconciler
 from bot.tasks.model import RetryKind, Status
 
@@ -13,12 +9,7 @@ REPO = "octo-org/widget"
 
 
 def reconciler_for(h) -> Reconciler:
-    services = h.runtime.services
-
-    async def make_context(row):
-        return HandlerContext(services, row)
-
-    return Reconciler(services, make_context=make_context, evaluate_head=evaluate_head, check_conflicts=check_conflicts)
+    return Reconciler(h.runtime.services)
 
 
 async def start_task(h, title: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.worker.branches import (
+from bot.tasks.branches import (
     check_task_id,
     is_valid_branch_name,
     slugify,

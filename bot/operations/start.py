@@ -1,0 +1,109 @@
+"""Starting a task (SPEC §4.1): the trigger label on an issue creates its task, or starts the
+existing one over; the agent and model come from the repository's config and the issue's
+labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot import messages
+from bot.config import RepoConfig
+from bot.operations.context import Context
+from bot.outcome import Ignored
+from bot.store.base import TaskEvent
+from bot.tasks import rules
+from bot.tasks.model import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSnapshot:
+    """The parts of an issue a task is made from."""
+
+    repo: str
+    number: int
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    default_branch: str = "main"
+
+
+def agent_choice(config: RepoConfig, labels: Sequence[str], default_agent: str) -> tuple[str, str]:
+    """(preset, model): the config's agent, overridden by the last label with a choice. Pure."""
+    preset, model = config.agent.preset or default_agent, config.agent.model or ""
+    for label in labels:
+        choice = config.agent.by_label.get(label)
+        if choice is not None:
+            preset, model = choice.preset or preset, choice.model or model
+    return preset, model
+
+
+def task_defaults(config: RepoConfig, issue: IssueSnapshot, default_agent: str) -> rules.TaskDefaults:
+    """What a new (or started over) task of ``issue`` gets from the config. Pure."""
+    preset, model = agent_choice(config, issue.labels, default_agent)
+    return rules.TaskDefaults(
+        max_attempts=config.budget.max_attempts,
+        max_cost_usd=config.budget.max_cost_usd,
+        agent=preset,
+        model=model,
+        base_branch=issue.default_branch,
+    )
+
+
+async def start_task(
+    ctx: Context, issue: IssueSnapshot, *, login: str, config: RepoConfig, config_error: str | None
+) -> str:
+    """Create the task of ``issue`` for ``login`` (whose permission the caller checked), or
+    start its existing task over. An invalid repository config is answered with its errors."""
+    if config_error is not None:
+        await ctx.reply(issue.repo, issue.number, messages.config_invalid(config_error.splitlines(), mention=ctx.mention))
+        raise Ignored("the repository's .github/patchwright.yml is invalid; replied with the errors")
+    defaults = task_defaults(config, issue, ctx.services.settings.agent)
+    store = ctx.services.store
+    existing = await store.get_task_by_issue(issue.repo, issue.number)
+    if existing is not None:
+        _decision, new = await ctx.decide_or_ignore(
+            existing,
+            lambda t: rules.relabeled(t, title=issue.title, spec=issue.body, defaults=defaults, now=ctx.now),
+            actor=login,
+            config=config,
+        )
+        await ctx.react(issue.repo, "issue", issue.number, "eyes")
+        return f"task {new.id} started over"
+    task = rules.new_task(
+        id=new_id("task"),
+        repo=issue.repo,
+        installation_id=int(ctx.installation_id or 0),
+        issue_number=issue.number,
+        title=issue.title,
+        spec=issue.body,
+        max_attempts=defaults.max_attempts,
+        max_cost_usd=defaults.max_cost_usd,
+        agent=defaults.agent,
+        model=defaults.model,
+        base_branch=issue.default_branch,
+        now=ctx.now,
+    )
+    reason = f"Labelled by {login}"
+    stored, created = await store.create_task(
+        task,
+        event=TaskEvent(
+            task_id=task.id,
+            kind="created",
+            reason=reason,
+            actor=login,
+            delivery_id=ctx.delivery_id,
+            to_status=task.status,
+        ),
+    )
+    if not created:
+        raise Ignored(f"issue #{issue.number} already has task {stored.id} (duplicate fact)")
+    await ctx.react(issue.repo, "issue", issue.number, "eyes")
+    await store.notify_pending()
+    stored = await ctx.services.reporter.update(ctx.gh, stored, reason=reason)
+    if config.state_labels:
+        await ctx.services.reporter.state_labels(ctx.gh, stored, None)
+    return f"created task {stored.id}"
+
+
+__all__ = ["IssueSnapshot", "agent_choice", "start_task", "task_defaults"]
