@@ -790,7 +790,7 @@ class Narrator:
         self._views: dict[str, TaskView] = {}
         self._seen: set[tuple[str, int]] = set()  # emulator objects already told
         # CI results wait until the push they judge was told (or a moment has passed).
-        self._ci_waiting: list[tuple[float, str, str]] = []  # (since, head SHA, line)
+        self._ci_waiting: list[tuple[float, str, str, bool]] = []  # (since, head SHA, line, passed)
         self._heads_told: set[str] = set()
         self._conflicts_told: set[tuple[str, int]] = set()
         self._deliveries: dict[str, Delivery | None] = {}
@@ -888,15 +888,15 @@ class Narrator:
                 line = f"{c.glyph('✗', 'x')} {run.name}: {run.conclusion} on {short(run.head_sha)} ({where})"
             # Only the bot's pushes are announced by a task event; other heads need no wait.
             sha = run.head_sha if run.head_sha in heads else ""
-            self._ci_waiting.append((time.monotonic(), sha, line))
+            self._ci_waiting.append((time.monotonic(), sha, line, run.conclusion == "success"))
 
     def _flush_ci(self, *, force: bool = False) -> None:
         keep = []
-        for since, sha, line in self._ci_waiting:
+        for since, sha, line, passed in self._ci_waiting:
             if force or not sha or sha in self._heads_told or time.monotonic() - since > 2.0:
-                self.emit("CI", line, style=("green",) if "passed" in line else ("red",))
+                self.emit("CI", line, style=("green",) if passed else ("red",))
             else:
-                keep.append((since, sha, line))
+                keep.append((since, sha, line, passed))
         self._ci_waiting = keep
 
     def _poll_visible(self) -> None:

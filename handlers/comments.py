@@ -7,7 +7,8 @@ from gidgethub import routing, sansio
 
 from bot import commands, messages
 from bot.operations.commands import run_command
-from bot.tasks import rules, verbs
+from bot.operations.feedback import answer_questions, give_feedback
+from bot.tasks import verbs
 from bot.tasks.model import Status, Task
 
 from handlers.common import Context, Ignored, guard_sender, repo_config, repo_name
@@ -80,14 +81,7 @@ async def on_comment_created(event: sansio.Event, ctx: Context) -> str:
     elif not found.args.strip():
         raise Ignored("a mention with nothing to act on")
     elif on_pr:
-        decision, new = await ctx.decide(
-            task,
-            lambda t: rules.feedback(
-                t, text=found.args, author=login, now=ctx.now, limit=config.budget.max_feedback_retries
-            ),
-            actor=login,
-            config=config,
-        )
+        decision, new = await give_feedback(ctx, task, text=found.args, author=login, config=config)
     elif task.status == Status.WAITING:
         return await _answer(ctx, task, found.args, login, comment_id, fact)
     else:
@@ -108,9 +102,7 @@ async def on_comment_created(event: sansio.Event, ctx: Context) -> str:
 
 
 async def _answer(ctx: Context, task: Task, text: str, login: str, comment_id: int, fact: str) -> str:
-    _, new = await ctx.decide_or_ignore(
-        task, lambda t: rules.answered(t, text=text, now=ctx.now, author=login), actor=login
-    )
+    new = await answer_questions(ctx, task, text=text, author=login)
     await ctx.services.store.record_fact(fact, task.id)
     await ctx.react(task.repo, "issue_comment", comment_id, "+1")
     return f"answers from {login}: task {new.id} continues"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from gidgethub import routing, sansio
 
 from bot import feedback
 from bot.github import api
-from bot.tasks import rules
+from bot.operations.feedback import give_feedback
 
 from handlers.common import Context, Ignored, guard_sender, repo_config, repo_name
 
@@ -38,15 +36,9 @@ async def on_review_submitted(event: sansio.Event, ctx: Context) -> str:
     if text is None:
         raise Ignored("the review has no body and no inline comments")
     threads = tuple(str(i) for i in feedback.review_thread_ids(comments))
-
-    def rule(t):
-        decision = rules.feedback(t, text=text, author=login, now=ctx.now, limit=config.budget.max_feedback_retries)
-        if decision.accepted and threads:
-            merged = tuple(dict.fromkeys((*decision.task.review_threads, *threads)))
-            decision = replace(decision, task=decision.task.replace(review_threads=merged))
-        return decision
-
-    await ctx.decide_or_ignore(task, rule, actor=login, config=config)
+    decision, new = await give_feedback(ctx, task, text=text, author=login, config=config, threads=threads)
+    if new is None:
+        raise Ignored(decision.reason_for(ctx.mention))
     await ctx.services.store.record_fact(fact, task.id)
     return f"feedback retry from review {review['id']} ({len(comments)} inline comment(s))"
 

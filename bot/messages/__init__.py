@@ -20,8 +20,13 @@ ADDRESSED_IN = "Addressed in {sha}."
 DEFAULT_MENTION = "@patchwright"
 DEFAULT_TRIGGER_LABEL = "patchwright"
 CHECK_RUN_NAME = "patchwright"
-ACTION_RETRY = "retry"
+ACTION_RETRY = "retry"  # check-run button identifiers: the verb table's names (bot.tasks.verbs)
 ACTION_STOP = "stop"
+
+#: The audit reason of a task created by the trigger label.
+LABELLED_BY = "Labelled by {login}"
+#: The audit reason of someone else's push to a task's branch.
+HUMAN_PUSH = "{who} pushed {sha} to the task branch; the bot's next push builds on it"
 
 ERROR_MAX_CHARS = 2000
 CHECK_OUTPUT_MAX_CHARS = 65535  # GitHub's limit for a check run's output.summary / text

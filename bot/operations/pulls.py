@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bot import messages
 from bot.github import api
 from bot.operations.context import Context
 from bot.store.base import TaskEvent
@@ -32,7 +33,7 @@ async def record_human_push(ctx: Context, task: Task, *, who: str, head: str, be
         TaskEvent(
             task_id=task.id,
             kind="human_push",
-            reason=f"{who} pushed {head[:7]} to the task branch; the bot's next push builds on it",
+            reason=messages.HUMAN_PUSH.format(who=who, sha=head[:7]),
             actor=who,
             delivery_id=ctx.delivery_id,
             changes={"human_head": head, "before": before},

@@ -84,7 +84,7 @@ async def start_task(
         base_branch=issue.default_branch,
         now=ctx.now,
     )
-    reason = f"Labelled by {login}"
+    reason = messages.LABELLED_BY.format(login=login)
     stored, created = await store.create_task(
         task,
         event=TaskEvent(
