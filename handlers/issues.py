@@ -89,7 +89,10 @@ async def on_issue_unlabeled(event: sansio.Event, ctx: Context) -> str:
 @router.register("issues", action="closed")
 async def on_issue_closed(event: sansio.Event, ctx: Context) -> str:
     task = await _task_of(event, ctx)
-    _, new = await ctx.decide_or_ignore(task, lambda t: rules.issue_closed(t, now=ctx.now), actor=sender_login(event))
+    config = await repo_config(event, ctx)
+    _, new = await ctx.decide_or_ignore(
+        task, lambda t: rules.issue_closed(t, now=ctx.now), actor=sender_login(event), config=config
+    )
     return f"task {new.id} closed"
 
 

@@ -24,7 +24,8 @@ async def pr_ended(ctx: Context, task: Task, *, merged: bool, actor: str) -> tup
         rule = lambda t: rules.pr_merged(t, pr_number=number, now=ctx.now)  # noqa: E731
     else:
         rule = lambda t: rules.pr_closed(t, pr_number=number, now=ctx.now)  # noqa: E731
-    return await ctx.decide(task, rule, actor=actor)
+    config, _error = await ctx.repo_config(task.repo, task.base_branch)
+    return await ctx.decide(task, rule, actor=actor, config=config)
 
 
 async def record_human_push(ctx: Context, task: Task, *, who: str, head: str, before: str) -> str:
@@ -59,7 +60,7 @@ async def check_conflicts(ctx: Context, repo: str, tasks: list[Task], *, actor: 
     for task in tasks:
         if not task.pr_number:
             continue
-        pr = await mergeable_state(ctx.gh, repo, task.pr_number)
+        pr = await mergeable_state(ctx.gh, repo, task.pr_number, sleep=ctx.gh.sleep)
         if pr.get("mergeable") is None:
             done.append(f"#{task.pr_number}: mergeability still unknown (the reconciler checks again)")
             continue
@@ -69,7 +70,10 @@ async def check_conflicts(ctx: Context, repo: str, tasks: list[Task], *, actor: 
         if (pr.get("head") or {}).get("sha") != task.head_sha:
             done.append(f"#{task.pr_number}: head moved; checked again after the next push")
             continue
-        decision, _new = await ctx.decide(task, lambda t: rules.merge_conflict(t, now=ctx.now), actor=actor)
+        config, _error = await ctx.repo_config(repo, task.base_branch)
+        decision, _new = await ctx.decide(
+            task, lambda t: rules.merge_conflict(t, now=ctx.now), actor=actor, config=config
+        )
         done.append(f"#{task.pr_number}: {decision.reason_for(ctx.mention)}")
     return done
 
