@@ -4,8 +4,11 @@ labels."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import gidgethub
 
 from bot import messages
 from bot.config import RepoConfig
@@ -14,6 +17,8 @@ from bot.outcome import Ignored
 from bot.store.base import TaskEvent
 from bot.tasks import rules
 from bot.tasks.model import new_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +105,12 @@ async def start_task(
         raise Ignored(f"issue #{issue.number} already has task {stored.id} (duplicate fact)")
     await ctx.react(issue.repo, "issue", issue.number, "eyes")
     await store.notify_pending()
-    stored = await ctx.services.reporter.update(ctx.gh, stored, reason=reason)
-    if config.state_labels:
-        await ctx.services.reporter.state_labels(ctx.gh, stored, None)
+    try:
+        stored = await ctx.services.reporter.update(ctx.gh, stored, reason=reason)
+        if config.state_labels:
+            await ctx.services.reporter.state_labels(ctx.gh, stored, None)
+    except gidgethub.GitHubException as exc:  # the task is stored: the next transition reports it
+        log.warning("status comment of new task %s not posted: %s", stored.id, exc)
     return f"created task {stored.id}"
 
 

@@ -180,3 +180,15 @@ def test_task_defaults_come_from_the_config_and_the_issue() -> None:
         7, 4.0, "command", "", "trunk"
     )
     assert task_defaults(RepoConfig(), ISSUE, "codex").agent == "codex"
+
+
+async def test_a_github_failure_after_the_task_is_stored_does_not_fail_the_start(ctx, store, gh, wakes, answer) -> None:
+    """The task is stored (so a redelivery would be a duplicate): GitHub failing to take the
+    status comment must not fail the delivery; the next transition posts the comment."""
+    gh.on("POST", COMMENTS_PATH, answer(502, {"message": "Server Error"}))
+
+    outcome = await start_task(ctx, ISSUE, login="alice", config=RepoConfig(), config_error=None)
+
+    task = await store.get_task_by_issue("octo/widgets", 7)
+    assert task is not None and outcome == f"created task {task.id}"
+    assert task.status_comment_id is None and wakes == ["notify_pending"]
