@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.agents.result import KillReason
-from bot.worker.guard import redact
+from bot.redaction import redact
 
 LineCallback = Callable[[str], "KillReason | Awaitable[KillReason | None] | None"]
 

@@ -1,9 +1,10 @@
 """Task rules (SPEC §3, §3.1, §3.2, §4.1, §4.2): pure decisions over :class:`Task` values.
 
 Every function takes the current task (and ``now`` where time matters) and returns a
-:class:`Decision`; nothing here reads a clock, does I/O or draws random numbers. Reasons
-are module-level templates; ``{bot}`` in them stands for the bot's mention
-(:func:`render_reason`).
+:class:`Decision`; nothing here reads a clock, does I/O or draws random numbers. The
+reasons' words are templates in :mod:`bot.messages.reasons` (imported here, so
+``rules.WORKER_LOST`` and the like still work); ``{bot}`` in them stands for the bot's
+mention (:func:`render_reason`). No decision depends on a reason's wording.
 
 Conventions the rules keep (where SPEC is silent):
 
@@ -30,12 +31,104 @@ Conventions the rules keep (where SPEC is silent):
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
 
+from bot.messages.reasons import (
+    ACTION_CANCEL,
+    ACTION_CONTINUE_WITH_ANSWERS,
+    ACTION_RESUME,
+    ACTION_RETRY,
+    ACTION_RETRY_WITH_FEEDBACK,
+    ACTION_STOP,
+    ACTION_USE_FEEDBACK,
+    ALREADY_FINAL,
+    ALREADY_HAS_TASK,
+    ANSWERED,
+    ANSWERS_RETRY_REASON,
+    ANSWER_EMPTY,
+    ATTEMPT_FAILED,
+    A_MAINTAINER,
+    BREAKER_TRIPPED,
+    BUDGET_EXHAUSTED,
+    BY,
+    CANCELLED,
+    CI_FAILED_WHAT,
+    CI_NOT_IN_REVIEW,
+    CI_RETRY_REASON,
+    CI_STALE,
+    CLAIMED,
+    CLAIM_NOT_PENDING,
+    CLAIM_TOO_EARLY,
+    CONFLICT_IGNORED,
+    CONFLICT_LIMIT,
+    CONFLICT_RETRY,
+    CONFLICT_WHAT,
+    COST_ADDED,
+    COST_ADDED_OVER_CAP,
+    COST_CAP_REACHED,
+    FAILED_THEN,
+    FEEDBACK_EMPTY,
+    FEEDBACK_LIMIT,
+    FEEDBACK_MERGED,
+    FEEDBACK_NO_PR,
+    FEEDBACK_QUEUED,
+    FEEDBACK_RETRY,
+    FEEDBACK_RETRY_REASON,
+    GIVING_UP_COST,
+    ISSUE_CLOSED,
+    MANUAL_RETRY,
+    MANUAL_RETRY_DEFAULT_TEXT,
+    MANUAL_RETRY_REASON,
+    NEXT_STEP,
+    NOT_RUNNING,
+    NOT_WAITING,
+    NO_CHANGES,
+    NO_CHANGES_FIRST,
+    NO_COST,
+    NO_SHA,
+    PR_CLOSED,
+    PR_MERGED,
+    PR_NOT_THE_TASKS,
+    PUSH_RECORDED,
+    QUESTIONS,
+    QUEUED_COMMENTS,
+    QUEUED_FEEDBACK_DROPPED,
+    QUEUED_FEEDBACK_RETRY,
+    RELABEL_MERGED,
+    REPORT_FAILURE,
+    REPORT_NO_CHANGES,
+    REPORT_PUSH,
+    REPORT_QUESTIONS,
+    RESUMED,
+    RETRYING,
+    SOMEONE,
+    SPEC_NOT_USED,
+    SPEC_REFRESHED,
+    SPEC_UNCHANGED,
+    STALE_REPORT,
+    STARTED_OVER,
+    STARTED_OVER_BY_LABEL,
+    STATE_WORDS,
+    STOPPED,
+    STOPPED_LABEL,
+    THE_BASE_BRANCH,
+    TRANSIENT_ERROR,
+    TRANSIENT_LIMIT,
+    TRANSIENT_RETRY,
+    UNKNOWN_ERROR,
+    UNLABEL_IGNORED,
+    WORKER_LOST,
+    brief,
+    cannot,
+    cost_refusal,
+    failed_reason,
+    pushed_reason,
+    say,
+)
 from bot.tasks.model import ACTIVE, RetryKind, Status, Task
 from bot.tasks.transitions import (
     ALLOWED_TRANSITIONS,
@@ -91,6 +184,7 @@ __all__ = [
     "transient",
     "transient_backoff",
     "unlabeled",
+    "worker_lost",
 ]
 
 # -- limits (SPEC §3.2) --------------------------------------------------------------------
@@ -107,149 +201,6 @@ CI_CATEGORY_PREFIX = "ci_failure:"
 NO_CHANGES_CATEGORY_PREFIX = "no_changes:"
 FEEDBACK_SEPARATOR = "\n\n---\n\n"
 
-# -- words ---------------------------------------------------------------------------------
-
-STATE_WORDS: Mapping[Status, str] = MappingProxyType(
-    {
-        Status.PENDING: "waiting for a worker",
-        Status.RUNNING: "running",
-        Status.REVIEW: "in review",
-        Status.WAITING: "waiting for answers to its questions",
-        Status.PAUSED: "paused",
-        Status.MERGED: "merged",
-        Status.CLOSED: "closed",
-        Status.FAILED: "failed",
-    }
-)
-
-NEXT_STEP: Mapping[Status, str] = MappingProxyType(
-    {
-        Status.PENDING: "It starts when a worker is free; use `{bot} stop` to pause it.",
-        Status.RUNNING: "Use `{bot} stop` first.",
-        Status.REVIEW: "Comment on the pull request to ask for changes, or use `{bot} cancel`.",
-        Status.WAITING: "Answer the questions in a comment on the issue, or use `{bot} stop`.",
-        Status.PAUSED: "Use `{bot} resume`, or `{bot} retry [instructions]`.",
-        Status.MERGED: "Use `{bot} start over` to begin again.",
-        Status.CLOSED: "Use `{bot} start over` to begin again.",
-        Status.FAILED: "Use `{bot} retry [instructions]` or `{bot} start over`.",
-    }
-)
-
-CANNOT = "Cannot {action}: this task is {state}. {hint}"
-FAILED_HINT = "Use `{bot} retry [instructions]` to try again, or `{bot} start over`."
-
-COST_CAP_REACHED = "Cost cap reached: spent ${cost:.2f} of ${cap:.2f}."
-COST_CAP_REFUSAL = (
-    "Cannot {action}: this task has spent ${cost:.2f} of its ${cap:.2f} cost cap. Raise "
-    "`max_cost_usd` in .github/patchwright.yml and use `{bot} retry`, or use `{bot} start over`."
-)
-NO_COST = "No cost to add."
-COST_ADDED = "Cost +${usd:.2f} (total ${cost:.2f} of ${cap:.2f})."
-COST_ADDED_OVER_CAP = "Cost +${usd:.2f} (total ${cost:.2f}): the ${cap:.2f} cap is reached; stopping the agent."
-
-CLAIMED = "Attempt {attempt} started on worker {worker}."
-CLAIM_TOO_EARLY = "Not claimable before {not_before:%Y-%m-%d %H:%M} UTC (backing off)."
-CLAIM_NOT_PENDING = "Not claimable: this task is {state}."
-
-STARTED_OVER = "Started over: attempt 1 of {max}."
-STARTED_OVER_BY_LABEL = "Label added again: started over, attempt 1 of {max}."
-ALREADY_HAS_TASK = "Issue #{issue} already has a task; it is {state}."
-RELABEL_MERGED = "This issue's task is merged. Open a new issue, or use `{bot} start over` to begin again."
-
-CI_NOT_IN_REVIEW = "Ignored CI failure: this task is {state}, not in review."
-CI_STALE = "Ignored CI result for {sha}: the task's current head is {head}."
-CI_FAILED_WHAT = "CI failed ({checks})"
-CI_RETRY_REASON = "CI failed: {checks}"
-
-RETRYING = "{what}; retrying: attempt {attempt} of {max}."
-BREAKER_TRIPPED = "{what}: the same failure {count} times in a row, so no more automatic retries."
-BUDGET_EXHAUSTED = "{what}: no retries left ({attempt} of {max} attempts used)."
-GIVING_UP_COST = "{what}. {gate}"
-
-FEEDBACK_EMPTY = "Ignored empty feedback."
-FEEDBACK_LIMIT = (
-    "Cannot retry with this feedback: this task already had {limit} feedback retries, the "
-    "limit. Use `{bot} start over`, or raise the limit in .github/patchwright.yml."
-)
-FEEDBACK_NO_PR = "Cannot use this feedback: this task has no pull request yet. {hint}"
-FEEDBACK_RETRY = "Feedback from {author}: retrying as attempt {attempt} (not counted against the budget)."
-FEEDBACK_QUEUED = "Feedback from {author} queued: it becomes the next attempt once attempt {attempt} ends."
-FEEDBACK_MERGED = "Feedback from {author} added to the queued attempt {attempt}."
-FEEDBACK_RETRY_REASON = "Feedback from {author}"
-QUEUED_FEEDBACK_RETRY = "{count} queued feedback comment(s): retrying as attempt {attempt}."
-QUEUED_FEEDBACK_DROPPED = " {count} queued feedback comment(s) not used: {gate}"
-SOMEONE = "a reviewer"
-
-CONFLICT_IGNORED = "Ignored merge conflict: this task is {state}; it is checked again after the next push."
-CONFLICT_WHAT = "Merge conflict with {base}"
-CONFLICT_RETRY = "Merge conflict with {base}: resolving it as attempt {attempt} (not counted against the budget)."
-CONFLICT_LIMIT = "Merge conflict with {base}: {limit} conflict retries in a row without a successful push."
-
-NOT_RUNNING = "Ignored the worker's report ({what}): this task is {state}, not running."
-STALE_REPORT = "Ignored the worker's report ({what}) from attempt {attempt}: this task is on attempt {current}."
-TRANSIENT_RETRY = "{what}; retrying after {at:%H:%M} UTC as attempt {attempt} (not counted against the budget)."
-TRANSIENT_LIMIT = "{what}: {limit} times in a row."
-WORKER_LOST = "The worker running this task stopped sending heartbeats"
-
-ATTEMPT_FAILED = "Attempt {attempt} failed: {error}"
-NO_CHANGES = "The agent made no changes"
-NO_CHANGES_FIRST = "The agent made no changes."
-
-PUSHED = "Attempt {attempt} pushed {sha} to #{pr}{summary}"
-PUSH_RECORDED = "Recorded a push of {sha} to #{pr} that landed after the task became {state}."
-
-QUESTIONS = "The agent asked {count} question(s); answer them in a comment on the issue."
-ANSWERED = "Answers from {author}: continuing as attempt {attempt}."
-ANSWERS_RETRY_REASON = "Answers from {author}"
-ANSWER_EMPTY = "Ignored an empty answer."
-NOT_WAITING = "Not taken as answers: this task is {state}, not waiting for answers."
-
-STOPPED = "Paused by {who}."
-STOPPED_LABEL = "Paused: the trigger label was removed."
-UNLABEL_IGNORED = "Label removed; nothing to pause: this task is {state}."
-RESUMED = "Resumed: attempt {attempt} of {max} is waiting for a worker."
-
-MANUAL_RETRY = "Retry requested{by}: attempt {attempt} of {max}."
-MANUAL_RETRY_REASON = "Retry requested{by}"
-MANUAL_RETRY_DEFAULT_TEXT = "A maintainer asked for another attempt."
-
-CANCELLED = "Cancelled{by}."
-ISSUE_CLOSED = "The issue was closed; the task is closed (the pull request is left as it is)."
-ALREADY_FINAL = "Ignored: this task is already {state}."
-PR_MERGED = "Pull request #{pr} was merged."
-PR_CLOSED = "Pull request #{pr} was closed without merging."
-PR_NOT_THE_TASKS = "Ignored: pull request #{pr} is not this task's current pull request."
-
-SPEC_REFRESHED = "The issue was edited: the task now works from the new text."
-SPEC_UNCHANGED = "Ignored issue edit: the title and text are unchanged."
-SPEC_NOT_USED = "Issue edit not used: this task is {state}. Use `{bot} start over` to work from the new text."
-
-
-def _say(template: str, **fields: object) -> str:
-    """``template`` filled in; ``{bot}`` stays a placeholder for :func:`render_reason`."""
-    return template.format(bot=MENTION_PLACEHOLDER, **fields)
-
-
-def _cannot(action: str, task: Task) -> str:
-    hint = _say(NEXT_STEP[task.status])
-    return _say(CANNOT, action=action, state=STATE_WORDS[task.status], hint=hint)
-
-
-def _brief(text: str, limit: int = 300) -> str:
-    """The first non-empty line of ``text``, at most ``limit`` characters."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line if len(line) <= limit else line[: limit - 1] + "…"
-    return ""
-
-
-def _sentence(text: str) -> str:
-    """``text`` ending with a full stop (unless it already ends a sentence)."""
-    text = text.rstrip()
-    return text if text.endswith((".", "!", "?", "…")) else text + "."
-
-
 # -- decision builders -----------------------------------------------------------------------
 
 
@@ -258,9 +209,15 @@ def _refuse(task: Task, reason: str) -> Decision:
 
 
 def _accept(old: Task, new: Task, reason: str, effects: Iterable[Effect] = (), *, now: datetime | None) -> Decision:
-    """An accepted decision; housekeeping every transition shares is applied here."""
+    """An accepted decision; housekeeping every transition shares is applied here.
+
+    ``worker_id`` is set only while running (and on the pending task :func:`worker_lost`
+    makes, until it is claimed or leaves pending).
+    """
     if old.status is Status.RUNNING and new.status is not Status.RUNNING:
         new = new.replace(worker_id="", heartbeat_at=None)
+    elif old.status is Status.PENDING and new.status not in (Status.PENDING, Status.RUNNING) and new.worker_id:
+        new = new.replace(worker_id="")
     if new.status is not Status.PENDING:
         new = new.replace(not_before=None)
     if now is not None:
@@ -281,7 +238,7 @@ def _accept(old: Task, new: Task, reason: str, effects: Iterable[Effect] = (), *
 def _fail(old: Task, new: Task, cause: str, *, now: datetime, close_reason: str | None = None) -> Decision:
     """``new`` moved to ``failed``; the close reason is ``cause`` unless given."""
     failed = new.replace(status=Status.FAILED, close_reason=cause if close_reason is None else close_reason)
-    return _accept(old, failed, f"{_sentence(cause)} {_say(FAILED_HINT)}", now=now)
+    return _accept(old, failed, failed_reason(cause), now=now)
 
 
 # -- cost ------------------------------------------------------------------------------------
@@ -340,7 +297,7 @@ def _fold_queued_feedback(task: Task) -> Task:
     return task.replace(
         retry_kind=RetryKind.FEEDBACK,
         retry_context=coalesce_feedback(task.queued_feedback),
-        retry_reason=_say(FEEDBACK_RETRY_REASON, author="queued comments"),
+        retry_reason=say(FEEDBACK_RETRY_REASON, author=QUEUED_COMMENTS),
         queued_feedback=(),
         feedback_retries=task.feedback_retries + 1,
         consecutive_failures=0,
@@ -518,7 +475,7 @@ def relabeled(task: Task, *, title: str, spec: str, defaults: TaskDefaults, now:
     if task.status in ACTIVE:
         return _refuse(task, ALREADY_HAS_TASK.format(issue=task.issue_number, state=STATE_WORDS[task.status]))
     if task.status is Status.MERGED:
-        return _refuse(task, _say(RELABEL_MERGED))
+        return _refuse(task, say(RELABEL_MERGED))
     new = _reset(
         task,
         max_attempts=defaults.max_attempts,
@@ -564,14 +521,14 @@ def _budget_retry(
     """
     gate = cost_gate(task)
     if gate:
-        return _fail(old, task, _say(GIVING_UP_COST, what=what, gate=gate), now=now)
+        return _fail(old, task, say(GIVING_UP_COST, what=what, gate=gate), now=now)
     repeated = category == task.failure_category or (signature != "" and signature == task.last_error_signature)
     consecutive = task.consecutive_failures + 1 if repeated else 1
     task = task.replace(failure_category=category, consecutive_failures=consecutive, last_error_signature=signature)
     if consecutive >= CIRCUIT_BREAKER_LIMIT:
-        return _fail(old, task, _say(BREAKER_TRIPPED, what=what, count=consecutive), now=now)
+        return _fail(old, task, say(BREAKER_TRIPPED, what=what, count=consecutive), now=now)
     if task.attempt + 1 > task.max_attempts:
-        return _fail(old, task, _say(BUDGET_EXHAUSTED, what=what, attempt=task.attempt, max=task.max_attempts), now=now)
+        return _fail(old, task, say(BUDGET_EXHAUSTED, what=what, attempt=task.attempt, max=task.max_attempts), now=now)
     new = task.replace(
         status=Status.PENDING,
         attempt=task.attempt + 1,
@@ -579,7 +536,7 @@ def _budget_retry(
         retry_reason=retry_reason,
         retry_context=context,
     )
-    return _accept(old, new, _say(RETRYING, what=what, attempt=new.attempt, max=new.max_attempts), now=now)
+    return _accept(old, new, say(RETRYING, what=what, attempt=new.attempt, max=new.max_attempts), now=now)
 
 
 def _free_retry(task: Task) -> Task:
@@ -598,7 +555,7 @@ def ci_failed(task: Task, *, failing_checks: Iterable[str], head_sha: str, conte
     if task.status is not Status.REVIEW:
         return _refuse(task, CI_NOT_IN_REVIEW.format(state=STATE_WORDS[task.status]))
     if not head_sha or head_sha != task.head_sha:
-        return _refuse(task, CI_STALE.format(sha=head_sha[:7] or "(none)", head=task.head_sha[:7] or "(none)"))
+        return _refuse(task, CI_STALE.format(sha=head_sha[:7] or NO_SHA, head=task.head_sha[:7] or NO_SHA))
     checks = ", ".join(category.removeprefix(CI_CATEGORY_PREFIX).split(","))
     return _budget_retry(
         task,
@@ -626,12 +583,12 @@ def feedback(task: Task, *, text: str, author: str, now: datetime, limit: int = 
     who = author or SOMEONE
     item = feedback_item(text, author)
     if task.status in (Status.REVIEW, Status.RUNNING, Status.PENDING) and task.pr_number is None:
-        return _refuse(task, _say(FEEDBACK_NO_PR, hint=_say(NEXT_STEP[task.status])))
+        return _refuse(task, say(FEEDBACK_NO_PR, hint=say(NEXT_STEP[task.status])))
     if task.status is Status.REVIEW:
         if task.feedback_retries >= limit:
-            return _refuse(task, _say(FEEDBACK_LIMIT, limit=limit))
+            return _refuse(task, say(FEEDBACK_LIMIT, limit=limit))
         if cost_gate(task):
-            return _refuse(task, _cost_refusal("retry with this feedback", task))
+            return _refuse(task, cost_refusal(ACTION_RETRY_WITH_FEEDBACK, task))
         new = _free_retry(task).replace(
             retry_kind=RetryKind.FEEDBACK,
             retry_reason=FEEDBACK_RETRY_REASON.format(author=who),
@@ -642,7 +599,7 @@ def feedback(task: Task, *, text: str, author: str, now: datetime, limit: int = 
         return _accept(task, new, FEEDBACK_RETRY.format(author=who, attempt=new.attempt), now=now)
     if task.status is Status.RUNNING:
         if task.feedback_retries >= limit:
-            return _refuse(task, _say(FEEDBACK_LIMIT, limit=limit))
+            return _refuse(task, say(FEEDBACK_LIMIT, limit=limit))
         new = task.replace(queued_feedback=task.queued_feedback + (item,))
         return _accept(task, new, FEEDBACK_QUEUED.format(author=who, attempt=task.attempt), now=now)
     if task.status is Status.PENDING:
@@ -651,20 +608,16 @@ def feedback(task: Task, *, text: str, author: str, now: datetime, limit: int = 
             consecutive_failures=0,
         )
         return _accept(task, new, FEEDBACK_MERGED.format(author=who, attempt=task.attempt), now=now)
-    return _refuse(task, _cannot("use this feedback", task))
-
-
-def _cost_refusal(action: str, task: Task) -> str:
-    return _say(COST_CAP_REFUSAL, action=action, cost=task.cost_usd, cap=task.max_cost_usd)
+    return _refuse(task, cannot(ACTION_USE_FEEDBACK, task))
 
 
 def _conflict_retry(old: Task, task: Task, *, now: datetime, limit: int) -> Decision:
     """A merge-conflict retry outside the budget; the CI breaker is left alone."""
-    base = task.base_branch or "the base branch"
+    base = task.base_branch or THE_BASE_BRANCH
     what = CONFLICT_WHAT.format(base=base)
     gate = cost_gate(task)
     if gate:
-        return _fail(old, task, _say(GIVING_UP_COST, what=what, gate=gate), now=now)
+        return _fail(old, task, say(GIVING_UP_COST, what=what, gate=gate), now=now)
     if task.conflict_retries >= limit:
         return _fail(old, task, CONFLICT_LIMIT.format(base=base, limit=task.conflict_retries), now=now)
     new = _free_retry(task).replace(
@@ -724,19 +677,19 @@ def transient(
     agent_session: str | None = None,
     attempt: int | None = None,
 ) -> Decision:
-    """The attempt hit a rate limit, provider overload, or its worker was lost (use
-    ``reason=WORKER_LOST``): not the task's fault (SPEC §3.2, §6.1).
+    """The attempt hit a rate limit, provider overload, or its worker was lost (see
+    :func:`worker_lost`): not the task's fault (SPEC §3.2, §6.1).
 
     ``running`` -> pending after 1, 2, 4, 8, 16 minutes for the 1st..5th in a row, outside
     the budget; the next one in a row -> failed. The cost gate runs first.
     """
-    what = _brief(reason) or "Transient error"
+    what = brief(reason) or TRANSIENT_ERROR
     if refusal := _report_refusal(task, what, attempt):
         return _refuse(task, refusal)
     ended = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session)
     gate = cost_gate(ended)
     if gate:
-        return _fail(task, ended, _say(GIVING_UP_COST, what=what, gate=gate), now=now)
+        return _fail(task, ended, say(GIVING_UP_COST, what=what, gate=gate), now=now)
     if ended.transient_retries >= limit:
         return _fail(task, ended, TRANSIENT_LIMIT.format(what=what, limit=ended.transient_retries), now=now)
     number = ended.transient_retries + 1
@@ -751,6 +704,21 @@ def transient(
     return _accept(task, new, TRANSIENT_RETRY.format(what=what, at=at, attempt=new.attempt), now=now)
 
 
+def worker_lost(task: Task, *, now: datetime, attempt: int | None = None) -> Decision:
+    """The worker running ``attempt`` stopped sending heartbeats and the task is taken back.
+
+    The same decision as ``transient(task, reason=WORKER_LOST, now=now, attempt=attempt)``,
+    except that a task sent back to ``pending`` keeps ``worker_id``: the worker that lost
+    it. That worker, comparing ``worker_id`` with its own id, can tell that the task was
+    taken back from it without reading the reason's words. The next claim (or the task
+    leaving ``pending`` another way) replaces it.
+    """
+    decision = transient(task, reason=WORKER_LOST, now=now, attempt=attempt)
+    if not decision.accepted or decision.task.status is not Status.PENDING:
+        return decision
+    return dataclasses.replace(decision, task=decision.task.replace(worker_id=task.worker_id))
+
+
 def _retryable_failure(
     task: Task, ended: Task, *, what: str, category: str, signature: str, now: datetime, conflict_limit: int
 ) -> Decision:
@@ -759,10 +727,10 @@ def _retryable_failure(
     if ended.queued_feedback:
         gate = cost_gate(ended)
         if gate:
-            return _fail(task, ended, _say(GIVING_UP_COST, what=what, gate=gate), now=now)
+            return _fail(task, ended, say(GIVING_UP_COST, what=what, gate=gate), now=now)
         folded = _fold_queued_feedback(_free_retry(ended)).replace(last_error_signature=signature)
         reason = QUEUED_FEEDBACK_RETRY.format(count=len(ended.queued_feedback), attempt=folded.attempt)
-        return _accept(task, folded, f"{what}. {reason}", now=now)
+        return _accept(task, folded, FAILED_THEN.format(what=what, then=reason), now=now)
     if ended.retry_kind is RetryKind.MERGE_CONFLICT:
         return _conflict_retry(task, ended.replace(last_error_signature=signature), now=now, limit=conflict_limit)
     return _budget_retry(
@@ -801,10 +769,10 @@ def attempt_failed(
     retry; a failed conflict attempt is retried as a conflict retry (outside the budget,
     ``conflict_limit`` in a row without a push).
     """
-    if refusal := _report_refusal(task, "attempt failure", attempt):
+    if refusal := _report_refusal(task, REPORT_FAILURE, attempt):
         return _refuse(task, refusal)
     ended = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session)
-    what = ATTEMPT_FAILED.format(attempt=task.attempt, error=_brief(error) or "unknown error")
+    what = ATTEMPT_FAILED.format(attempt=task.attempt, error=brief(error) or UNKNOWN_ERROR)
     if not retryable:
         failed = ended.replace(last_error_signature=error_signature)
         return _fail(task, failed, what, now=now, close_reason=error.strip() or what)
@@ -829,7 +797,7 @@ def no_progress(
     for a CI retry (so a fix that changes nothing trips the breaker), else
     ``no_changes:<retry kind>``.
     """
-    if refusal := _report_refusal(task, "no changes", attempt):
+    if refusal := _report_refusal(task, REPORT_NO_CHANGES, attempt):
         return _refuse(task, refusal)
     ended = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session)
     if not task.head_sha:
@@ -871,7 +839,7 @@ def attempt_pushed(
     if not head_sha or pr_number < 1:
         raise ValueError("a push needs a head SHA and a PR number")
     facts = {"head_sha": head_sha, "pr_number": pr_number, "pr_url": pr_url, "branch": branch}
-    what = f"push of {head_sha[:7]}"
+    what = REPORT_PUSH.format(sha=head_sha[:7])
     late = task.status in (Status.PAUSED, Status.PENDING)
     if late and attempt is not None and task.attempt == attempt + 1:
         new = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session).replace(**facts)
@@ -879,8 +847,7 @@ def attempt_pushed(
         return _accept(task, new, reason, now=now)
     if refusal := _report_refusal(task, what, attempt):
         return _refuse(task, refusal)
-    line = _brief(summary, 200)
-    reason = PUSHED.format(attempt=task.attempt, sha=head_sha[:7], pr=pr_number, summary=f": {line}" if line else ".")
+    reason = pushed_reason(attempt=task.attempt, sha=head_sha[:7], pr=pr_number, summary=summary)
     pushed = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session).replace(
         status=Status.REVIEW,
         transient_retries=0,
@@ -911,7 +878,7 @@ def questions_asked(
     """The agent asked questions (SPEC §6.3): running -> waiting, POST_QUESTIONS."""
     if not questions:
         raise ValueError("questions_asked needs at least one question")
-    if refusal := _report_refusal(task, "questions", attempt):
+    if refusal := _report_refusal(task, REPORT_QUESTIONS, attempt):
         return _refuse(task, refusal)
     new = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session).replace(
         status=Status.WAITING, transient_retries=0
@@ -929,8 +896,8 @@ def answered(task: Task, *, text: str, now: datetime, author: str = "") -> Decis
     if not text.strip():
         return _refuse(task, ANSWER_EMPTY)
     if cost_gate(task):
-        return _refuse(task, _cost_refusal("continue with these answers", task))
-    who = author or "a maintainer"
+        return _refuse(task, cost_refusal(ACTION_CONTINUE_WITH_ANSWERS, task))
+    who = author or A_MAINTAINER
     new = _free_retry(task).replace(
         retry_kind=RetryKind.ANSWERS,
         retry_reason=ANSWERS_RETRY_REASON.format(author=who),
@@ -962,7 +929,7 @@ def manual_retry(
     retry with the instructions. Other statuses are refused.
     """
     if task.status not in (Status.FAILED, Status.PAUSED, Status.REVIEW):
-        return _refuse(task, _cannot("retry", task))
+        return _refuse(task, cannot(ACTION_RETRY, task))
     _check_cap(max_cost_usd)
     cap = max(task.max_cost_usd, max_cost_usd if max_cost_usd is not None else 0.0)
     raised = task.replace(max_cost_usd=cap)
@@ -973,9 +940,9 @@ def manual_retry(
             return _refuse(task, as_feedback.reason)
         return _accept(task, as_feedback.task, as_feedback.reason, as_feedback.effects, now=now)
     if cost_gate(raised):
-        return _refuse(task, _cost_refusal("retry", raised))
+        return _refuse(task, cost_refusal(ACTION_RETRY, raised))
     attempt = task.attempt + 1 if task.status is Status.FAILED else task.attempt
-    by = f" by {author}" if author else ""
+    by = BY.format(author=author) if author else ""
     asked = feedback_item(instructions, author) if instructions.strip() else ""
     new = raised.replace(
         status=Status.PENDING,
@@ -1012,8 +979,8 @@ def stop(task: Task, *, now: datetime, author: str = "") -> Decision:
     waits for humans would only hide CI failures from the retry rules).
     """
     if task.status not in (Status.PENDING, Status.RUNNING, Status.WAITING):
-        return _refuse(task, _cannot("stop", task))
-    return _pause(task, STOPPED.format(who=author or "a maintainer"), now=now)
+        return _refuse(task, cannot(ACTION_STOP, task))
+    return _pause(task, STOPPED.format(who=author or A_MAINTAINER), now=now)
 
 
 def unlabeled(task: Task, *, now: datetime) -> Decision:
@@ -1026,9 +993,9 @@ def unlabeled(task: Task, *, now: datetime) -> Decision:
 def resume(task: Task, *, now: datetime) -> Decision:
     """``resume``: paused -> pending; the same job continues (queued feedback joins it)."""
     if task.status is not Status.PAUSED:
-        return _refuse(task, _cannot("resume", task))
+        return _refuse(task, cannot(ACTION_RESUME, task))
     if cost_gate(task):
-        return _refuse(task, _cost_refusal("resume", task))
+        return _refuse(task, cost_refusal(ACTION_RESUME, task))
     new = _fold_queued_feedback(task.replace(status=Status.PENDING))
     return _accept(task, new, RESUMED.format(attempt=new.attempt, max=new.max_attempts), now=now)
 
@@ -1037,7 +1004,7 @@ def cancel(task: Task, *, now: datetime, author: str = "") -> Decision:
     """``cancel``: any non-terminal or failed task -> closed; STOP_AGENT (if running),
     CLOSE_PR (if there is a PR), DELETE_BRANCH (if there is a branch)."""
     if task.status in (Status.MERGED, Status.CLOSED):
-        return _refuse(task, _cannot("cancel", task))
+        return _refuse(task, cannot(ACTION_CANCEL, task))
     effects = []
     if task.status is Status.RUNNING:
         effects.append(Effect.STOP_AGENT)
@@ -1045,7 +1012,7 @@ def cancel(task: Task, *, now: datetime, author: str = "") -> Decision:
         effects.append(Effect.CLOSE_PR)
     if task.branch:
         effects.append(Effect.DELETE_BRANCH)
-    reason = CANCELLED.format(by=f" by {author}" if author else "")
+    reason = CANCELLED.format(by=BY.format(author=author) if author else "")
     return _accept(task, task.replace(status=Status.CLOSED, close_reason=reason), reason, effects, now=now)
 
 
@@ -1092,7 +1059,7 @@ def spec_edited(task: Task, *, title: str, spec: str, now: datetime) -> Decision
     """The issue was edited by a permitted sender (SPEC §4.1): pending/paused/waiting tasks
     work from the new title and text; otherwise the edit is ignored with the reason."""
     if task.status not in (Status.PENDING, Status.PAUSED, Status.WAITING):
-        return _refuse(task, _say(SPEC_NOT_USED, state=STATE_WORDS[task.status]))
+        return _refuse(task, say(SPEC_NOT_USED, state=STATE_WORDS[task.status]))
     if title == task.title and spec == task.spec:
         return _refuse(task, SPEC_UNCHANGED)
     return _accept(task, task.replace(title=title, spec=spec), SPEC_REFRESHED, now=now)

@@ -21,7 +21,7 @@ What it sets up:
   dir under ``tmp_path``, ``agent=command`` with the fake agent as the template),
   ``e2e.store`` (SQLite under ``tmp_path`` by default; override the ``e2e_store_url`` fixture
   for PostgreSQL), ``e2e.github`` (a :class:`GitHubClientFactory` on the emulator) and
-  ``e2e.services`` (:func:`bot.services.build_services`).
+  ``e2e.services`` (:func:`bot.operations.services.build_services`).
 - The fake agent (:mod:`bot.sandbox.fake_agent`): a repository's ``.fake-agent.json`` script
   (the ``script=`` of :meth:`E2E.add_repo`) says what it does per attempt; it records each run
   in ``e2e.agent_out`` (``run-<attempt>.json``: argv, environment, prompt); rendezvous files go
@@ -46,6 +46,7 @@ scenarios use it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import stat
@@ -126,6 +127,13 @@ class E2E:
     agent_out: Path
     pools: list[WorkerPool] = field(default_factory=list)
     _cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def use_settings(self, **update: Any) -> Settings:
+        """Run the rest of the test with these settings changed (before ``serve`` and
+        ``start_pool``): the services are built once and frozen, so they are replaced whole."""
+        self.settings = self.settings.model_copy(update=update)
+        self.services = dataclasses.replace(self.services, settings=self.settings)
+        return self.settings
 
     @property
     def data_dir(self) -> Path:

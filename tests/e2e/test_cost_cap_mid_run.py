@@ -178,7 +178,7 @@ async def test_a_cap_crossed_mid_run_kills_the_agent_and_salvages_its_work(
         require.cli(case.preset, case.install)
     model_server.script.extend(case.turns)
     if case.prices:
-        e2e.services.settings = e2e.settings.model_copy(update={"model_prices": case.prices})
+        e2e.use_settings(model_prices=case.prices)
     config = {"agent": {**case.agent, "timeout_minutes": 1}, "budget": {"max_cost_usd": CAP}}
     repo = await e2e.add_repo("capped", script=case.script or None, config=config)
     issue = await e2e.open_issue(repo, "Expensive work", "Write the notes.")

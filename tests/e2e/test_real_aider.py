@@ -47,7 +47,7 @@ def aider_on_path(require: Any) -> None:
 async def start(e2e: Any, model_server: ModelServer, sandbox: str) -> None:
     """The bot as an operator runs it: prices for the model, the provider's key and endpoint
     in the environment the workers pass on, the webhook ingress and handlers."""
-    e2e.services.settings = e2e.settings.model_copy(update={"model_prices": PRICES})
+    e2e.use_settings(model_prices=PRICES)
     await e2e.serve()
     await e2e.start_pool(
         sandbox=sandbox,

@@ -56,7 +56,7 @@ def sandbox(request: pytest.FixtureRequest, require: Any) -> str:
 async def start(e2e: Any, model_server: ModelServer, sandbox: str) -> None:
     """The bot as an operator runs it: a price for the model, the provider's key and endpoint
     under Codex's own names in the environment the workers pass on, ingress and handlers."""
-    e2e.services.settings = e2e.settings.model_copy(update={"model_prices": PRICES})
+    e2e.use_settings(model_prices=PRICES)
     await e2e.serve()
     await e2e.start_pool(
         sandbox=sandbox,

@@ -171,8 +171,7 @@ async def test_under_bubblewrap_the_agent_sees_and_reaches_nothing_of_the_server
     }  # fmt: skip
     script = {"first": [{"probe": probe}, {"write": {"inside.txt": "written inside\n"}}, {"done": "Probed."}]}
     # The operator allows the stand-in for the internet; a repository cannot open the server's own addresses.
-    settings = e2e.services.settings.model_copy(update={"agent_allow_hosts": f"127.0.0.1:{internet_port}"})
-    monkeypatch.setattr(e2e.services, "settings", settings)
+    e2e.use_settings(agent_allow_hosts=f"127.0.0.1:{internet_port}")
     allow = ["127.0.0.1:5432", f"127.0.0.1:{bot_port}", "localhost"]
     tasks = {}
     for network in (False, True):
@@ -288,9 +287,8 @@ async def test_the_status_card_says_when_agents_run_unsandboxed(e2e) -> None:
     assert messages.UNSANDBOXED_NOTE in unsandboxed and messages.UNSANDBOXED_NOTE not in sandboxed
 
 
-async def test_an_agent_that_writes_past_its_disk_limit_is_stopped(e2e, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = e2e.services.settings.model_copy(update={"agent_disk_mb": 1})
-    monkeypatch.setattr(e2e.services, "settings", settings)
+async def test_an_agent_that_writes_past_its_disk_limit_is_stopped(e2e) -> None:
+    e2e.use_settings(agent_disk_mb=1)
     script = {"first": [{"write": {"big.txt": "x" * 2_000_000}}, {"hang": None}]}
     repo = await e2e.add_repo("fat", script=script)
     issue = await e2e.open_issue(repo, "Fill the disk")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from bot.messages import reasons
 from bot.tasks import rules
 from bot.tasks.model import TERMINAL, RetryKind, Status, Task
 from bot.tasks.rules import (
@@ -148,8 +150,9 @@ def test_decision_changes_is_the_diff_and_empty_when_refused():
 
 
 def test_reasons_use_a_mention_placeholder_not_the_app_name():
-    source = inspect.getsource(rules)
-    assert "@patchwright" not in source
+    for module in (rules, reasons):
+        assert "@patchwright" not in inspect.getsource(module)
+    assert reasons.MENTION_PLACEHOLDER == MENTION_PLACEHOLDER
     d = rules.stop(make(REV), now=NOW)
     assert MENTION_PLACEHOLDER in d.reason
     assert "`@bot cancel`" in d.reason_for("@bot")
@@ -433,6 +436,76 @@ def test_transient_keeps_the_job_and_serves_worker_lost():
     new = ok(rules.transient(task, reason=rules.WORKER_LOST, now=NOW))
     assert (new.retry_kind, new.retry_context) == (RetryKind.CI_FAILURE, "log")
     assert "heartbeats" in new.retry_reason
+
+
+def _without_worker(d: Decision) -> tuple:
+    return (d.accepted, d.task.replace(worker_id=""), d.reason, d.from_statuses, d.effects, d.previous)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"with_pr": True, "retry_kind": RetryKind.CI_FAILURE, "retry_context": "log"},
+        {"attempt": 5, "max_attempts": 5, "transient_retries": 2},
+        {"with_pr": True, "queued_feedback": ("bob wrote:\nfirst",)},
+    ],
+)
+def test_worker_lost_is_transient_that_keeps_the_lost_worker(fields):
+    task = make(RUN, attempt=fields.pop("attempt", 3), worker_id="w-lost", **fields)
+    d = rules.worker_lost(task, now=NOW, attempt=task.attempt)
+    plain = rules.transient(task, reason=rules.WORKER_LOST, now=NOW, attempt=task.attempt)
+    assert d.accepted and d.task.status is P and d.task.attempt == task.attempt + 1
+    assert d.task.worker_id == "w-lost" and plain.task.worker_id == ""
+    assert d.task.heartbeat_at is None and Effect.WAKE_WORKERS in d.effects
+    assert _without_worker(d) == _without_worker(plain)
+    assert "worker_id" not in d.changes  # the stored worker_id is left as it is
+    assert d.changes == {k: v for k, v in plain.changes.items() if k != "worker_id"}
+
+
+def test_worker_lost_with_queued_feedback_is_still_recognisable_by_worker_id():
+    task = make(RUN, with_pr=True, attempt=2, worker_id="w-lost", queued_feedback=("bob wrote:\nfirst",))
+    new = rules.worker_lost(task, now=NOW, attempt=2).task
+    # The reason says "feedback" now, not the lost worker: only worker_id tells.
+    assert not new.retry_reason.startswith(rules.WORKER_LOST)
+    assert (new.status, new.attempt, new.worker_id) == (P, 3, "w-lost")
+
+
+def test_worker_lost_that_fails_the_task_clears_the_worker():
+    limit = rules.worker_lost(make(RUN, worker_id="w-lost", transient_retries=5), now=NOW, attempt=1)
+    capped = rules.worker_lost(make(RUN, worker_id="w-lost", cost_usd=10.0), now=NOW)
+    for d in (limit, capped):
+        new = ok(d)
+        assert new.status is F and new.worker_id == "" and new.heartbeat_at is None
+        assert new.close_reason.startswith(rules.WORKER_LOST)
+
+
+@pytest.mark.parametrize("status", [s for s in ALL if s is not RUN])
+def test_worker_lost_only_from_running(status):
+    task = make(status)
+    refused(rules.worker_lost(task, now=NOW), task, "not running")
+
+
+def test_worker_lost_about_another_attempt_is_ignored():
+    task = make(RUN, attempt=4, worker_id="w-new")
+    refused(rules.worker_lost(task, now=NOW, attempt=3), task, "attempt 3", "attempt 4")
+
+
+def test_the_lost_worker_is_replaced_by_a_claim_and_cleared_when_the_task_leaves_pending():
+    lost = rules.worker_lost(make(RUN, attempt=2, worker_id="w-lost"), now=NOW, attempt=2).task
+    assert lost.worker_id == "w-lost"
+    reclaimed = rules.claimed(lost, worker_id="w-2", now=lost.not_before)
+    assert reclaimed.accepted and (reclaimed.task.status, reclaimed.task.worker_id) == (RUN, "w-2")
+    assert ok(rules.spec_edited(lost, title="New", spec="S", now=NOW)).worker_id == "w-lost"  # still pending
+    for d in (
+        rules.stop(lost, now=NOW),
+        rules.cancel(lost, now=NOW),
+        rules.issue_closed(lost, now=NOW),
+        rules.unlabeled(lost, now=NOW),
+    ):
+        new = ok(d)
+        assert new.status in (PA, C) and new.worker_id == "" and d.changes["worker_id"] == ""
+    assert ok(rules.start_over(lost, max_attempts=5, now=NOW)).worker_id == ""
 
 
 def test_transient_does_not_count_against_a_spent_budget_but_the_cost_gate_applies():
@@ -1060,6 +1133,26 @@ def test_coalesce_feedback():
     assert rules.coalesce_feedback([" a ", "", "b", "a"]) == "a\n\n---\n\nb"
     assert rules.feedback_item(" hi ", "zoe") == "zoe wrote:\nhi"
     assert rules.feedback_item("hi") == "hi"
+
+
+# -- the reasons' words -----------------------------------------------------------------------
+
+
+def test_reasons_module_imports_only_the_task_model_and_the_standard_library():
+    tree = ast.parse(inspect.getsource(reasons))
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert {name for name in imported if name.split(".")[0] == "bot"} == {"bot.tasks.model"}
+
+
+def test_rules_still_export_the_reason_templates_others_use():
+    for name in ("WORKER_LOST", "CLAIMED", "NO_CHANGES_FIRST", "MANUAL_RETRY_DEFAULT_TEXT", "STATE_WORDS"):
+        assert getattr(rules, name) is getattr(reasons, name)
+    assert all(hasattr(rules, name) for name in rules.__all__)
 
 
 # -- a whole story -------------------------------------------------------------------------------
