@@ -69,6 +69,7 @@ from bot.store.base import (
 from bot.store.factory import SERVE_LEDGER_WRITER, open_store
 from bot.logs import redact_url
 from bot.tasks.model import RetryKind, Status, Task
+from bot.worker.attempt_log import LOG_PREFIX
 from bot.worker.pool import WorkerPool
 from bot.worker.runner import RunnerOptions
 
@@ -925,13 +926,13 @@ class Narrator:
             key = (task.id, attempt.number)
             if attempt.kind is not RetryKind.MERGE_CONFLICT or not attempt.outcome or key in self._conflicts_told:
                 continue
-            notes = [line for _, line in await self.world.db.read_logs(task.id, attempt.number)]
-            said = next((n for n in notes if "conflicts in:" in n or "merged origin/" in n), None)
-            if said is None:
+            notes = [line.removeprefix(LOG_PREFIX) for _, line in await self.world.db.read_logs(task.id, attempt.number)]
+            files = next((f for f in map(messages.conflicted_files_noted, notes) if f is not None), None)
+            merged = any(map(messages.base_merged_noted, notes))
+            if files is None and not merged:
                 continue  # the log is flushed when the attempt wraps up
             self._conflicts_told.add(key)
-            if "conflicts in:" in said:
-                files = said.split("conflicts in:", 1)[1].strip()
+            if files is not None:
                 text = f"git could not merge {task.base_branch or 'the base'} ({files} conflicted), so the agent resolved it"
             else:
                 text = "git merged the base cleanly: no agent, no cost"

@@ -28,6 +28,12 @@ LABELLED_BY = "Labelled by {login}"
 #: The audit reason of someone else's push to a task's branch.
 HUMAN_PUSH = "{who} pushed {sha} to the task branch; the bot's next push builds on it"
 
+#: Attempt log notes of a merge-conflict attempt (the demo's narrator reads them back
+#: with :func:`conflicted_files_noted`, so the wording lives only here).
+LOG_BASE_MERGED = "merged origin/{base} cleanly"
+LOG_BASE_ALREADY_MERGED = "{base} was already merged"
+LOG_CONFLICTS = "conflicts in: {files}"
+
 ERROR_MAX_CHARS = 2000
 CHECK_OUTPUT_MAX_CHARS = 65535  # GitHub's limit for a check run's output.summary / text
 
@@ -736,3 +742,17 @@ def check_run_actions(*, retry: bool = True, stop: bool = True) -> list[dict[str
 
 def _head_chars(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
+def conflicted_files_noted(note: str) -> str | None:
+    """The files of a :data:`LOG_CONFLICTS` note ("a.py, b.py"), or None for any other note."""
+    prefix, _, suffix = LOG_CONFLICTS.partition("{files}")
+    if not note.startswith(prefix) or not note.endswith(suffix):
+        return None
+    return note[len(prefix) : len(note) - len(suffix)].strip()
+
+
+def base_merged_noted(note: str) -> bool:
+    """Whether ``note`` is a :data:`LOG_BASE_MERGED` note (git merged the base alone)."""
+    prefix, _, suffix = LOG_BASE_MERGED.partition("{base}")
+    return note.startswith(prefix) and note.endswith(suffix)

@@ -6,15 +6,18 @@
 2. checks out the task branch (new from the base on the first attempt, else the branch as it
    is on the remote: the bot's last push plus any human commits);
 3. for a merge-conflict retry merges the base itself: a clean merge is pushed without the agent;
-4. runs the agent (prompt file, environment allowlist, bubblewrap when available, timeout, cost
-   read as it streams, log lines batched into the store with secrets redacted);
+4. plans the agent's run (preset, sandbox mode, prompt, cost limit) and has
+   :mod:`bot.worker.launch` run it (prompt file, environment allowlist, bubblewrap when
+   available, timeout, cost read as it streams, log lines batched into the store with secrets
+   redacted); what came of it is an outcome value this module ends the attempt by;
 5. commits what the agent left, refuses secrets and protected paths, pushes with
    compare-and-swap, opens or updates the PR, the check run and the review-thread replies;
 6. reports the outcome through a rule of :mod:`bot.tasks.rules` (which refreshes the status
    comment) and finishes the attempt row.
 
 Stopped, timed-out, cost-killed, crashed or questioning agents have their work salvaged to
-``patchwright/wip/<task>-<attempt>`` (after the same pre-push checks). The installation token
+``patchwright/wip/<task>-<attempt>`` (after the same pre-push checks). The texts of attempts
+that end without a push are in :mod:`bot.messages.failures`. The installation token
 is fetched per network step, reaches git only through :class:`GitAuth`, and never the agent.
 """
 
@@ -37,24 +40,23 @@ import aiohttp
 import gidgethub
 
 from bot import messages
-from bot.agents.presets import DEFAULT_PRICES, Invocation, Preset, command_env, get_preset
-from bot.agents.providers import provider_endpoints
+from bot.agents.presets import Preset
 from bot.agents.process import DEFAULT_GRACE_S, AgentProcess
-from bot.agents.result import AgentOutcome, AgentResult, KillReason
-from bot.agents.sandbox import BwrapProbe, SandboxError, agent_env, is_secret_name
-from bot.agents.signal import clear_signal, read_signal
+from bot.agents.result import AgentOutcome, AgentResult
+from bot.agents.sandbox import BwrapProbe
 from bot.config import ConfigError, RepoConfig, decode_private_key
 from bot.github import api
 from bot.logs import log_context
+from bot.messages import failures
 from bot.prompts import AttemptContext, PreviousAttempt, TaskContext, build_prompt
-from bot.services import Services
+from bot.operations.services import Services
 from bot.store.base import Attempt, Store, StoreError
 from bot.tasks import rules
 from bot.tasks.model import RetryKind, Status, Task
 from bot.tasks.rules import Decision
-from bot.worker import pr
+from bot.worker import launch, pr
 from bot.worker.attempt_log import AttemptLog, full_log_path
-from bot.worker.branches import task_branch, wip_branch
+from bot.tasks.branches import task_branch, wip_branch
 from bot.worker.git import (
     BranchNotFoundError,
     Checkout,
@@ -65,15 +67,6 @@ from bot.worker.git import (
     UnstageablePathError,
     Workspaces,
     tracking_ref,
-)
-from bot.worker.confinement import (
-    DISK_LIMIT_MESSAGE,
-    PROVIDER_UNREACHABLE,
-    REFUSED_LOG_LINE,
-    SANDBOX_BWRAP,
-    SANDBOX_NONE,
-    disk_usage_mb,
-    plan_confinement,
 )
 from bot.worker.guard import MIB, GuardPolicy, KnownSecret, Violation, describe
 
@@ -129,6 +122,16 @@ class _Abort(Exception):
     def __init__(self, outcome: str) -> None:
         super().__init__(outcome)
         self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Salvage:
+    """What became of an attempt's unfinished work (SPEC §6.6): ``saved`` on its wip branch
+    or not, and ``note``, the sentence to append to why the attempt ended ("" when there
+    was nothing to save)."""
+
+    saved: bool = False
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,7 @@ class AttemptRunner:
         if config_error:
             return await self._fail(
                 run,
-                f"`.github/patchwright.yml` on `{default_branch}` is not valid:\n{config_error}\n"
-                f"Fix the file on `{default_branch}`, then use `{self.services.mention} retry`.",
+                failures.config_invalid(default_branch, config_error, self.services.mention),
                 retryable=False,
                 category="config",
             )
@@ -363,9 +365,9 @@ class AttemptRunner:
             )
             if outcome.clean:
                 await run.log.note(
-                    f"merged origin/{run.base} cleanly"
-                    if not outcome.up_to_date
-                    else f"{run.base} was already merged"
+                    (messages.LOG_BASE_MERGED if not outcome.up_to_date else messages.LOG_BASE_ALREADY_MERGED).format(
+                        base=run.base
+                    )
                 )
                 run.summary = (
                     f"Merged `{run.base}` without conflicts; the agent did not run."
@@ -374,10 +376,9 @@ class AttemptRunner:
                 )
                 return await self._push_and_report(run)
             conflicts = outcome.conflicts
-            await run.log.note("conflicts in: " + ", ".join(conflicts))
+            await run.log.note(messages.LOG_CONFLICTS.format(files=", ".join(conflicts)))
 
-        result = await self._run_agent(run, conflicts)
-        return await self._after_agent(run, result)
+        return await self._run_agent(run, conflicts)
 
     async def _start_attempt(self, run: _Run) -> None:
         attempt = Attempt(
@@ -408,11 +409,7 @@ class AttemptRunner:
         return cap - spent
 
     def _daily_message(self, run: _Run) -> str:
-        cap = run.config.budget.daily_cost_usd or 0.0
-        return (
-            f"The repository's daily cost cap (${cap:.2f}, `budget.daily_cost_usd`) is reached. "
-            f"Use `{self.services.mention} retry` after 00:00 UTC, or raise the cap in `.github/patchwright.yml`."
-        )
+        return failures.daily_cap_reached(run.config.budget.daily_cost_usd or 0.0, self.services.mention)
 
     def _check_stop(self, run: _Run) -> None:
         if run.control.reason is not None:
@@ -424,7 +421,7 @@ class AttemptRunner:
         try:
             return await self._fetch_auth(run)
         except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
-            raise _Abort(await self._transient(run, f"Could not get an installation token: {exc}")) from None
+            raise _Abort(await self._transient(run, failures.no_installation_token(exc))) from None
 
     async def _fetch_auth(self, run: _Run) -> GitAuth:
         token = await self.github.tokens.installation_token(run.task.installation_id)
@@ -454,11 +451,7 @@ class AttemptRunner:
         except BranchNotFoundError as exc:
             raise _Abort(
                 await self._fail(
-                    run,
-                    f"Cannot check out the work: {exc}. If the branch was deleted on purpose, use "
-                    f"`{self.services.mention} start over`.",
-                    retryable=False,
-                    category="checkout",
+                    run, failures.branch_missing(exc, self.services.mention), retryable=False, category="checkout"
                 )
             ) from None
         except (GitCommandError, ValueError) as exc:
@@ -473,14 +466,13 @@ class AttemptRunner:
             raise _Abort(
                 await self._fail(
                     run,
-                    f"GitHub refused {what}: {exc}. Check that the App is still installed on "
-                    f"{run.task.repo} with its permissions, then use `{self.services.mention} retry`.",
+                    failures.github_refused(what, exc, run.task.repo, self.services.mention),
                     retryable=False,
                     category="github",
                 )
             ) from None
         except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
-            raise _Abort(await self._transient(run, f"GitHub error while {what}: {exc}")) from None
+            raise _Abort(await self._transient(run, failures.github_error(what, exc))) from None
 
     async def _git_step(self, run: _Run, what: str, call: Awaitable[Any]) -> Any:
         try:
@@ -493,35 +485,18 @@ class AttemptRunner:
         if isinstance(exc, UnstageablePathError):
             # What the agent wrote, not a passing failure: rerunning it for free would loop.
             return await self._fail(
-                run,
-                f"The agent's changes cannot be committed: {message}. Nothing was pushed. Ask for "
-                f"the path to be removed or renamed with `{self.services.mention} retry [instructions]`.",
-                retryable=False,
-                category="guard",
+                run, failures.uncommittable(message, self.services.mention), retryable=False, category="guard"
             )
         if isinstance(exc, GitAuthError):
             return await self._fail(
                 run,
-                f"git was refused while {what}: {message}. Check that the App still has access to "
-                f"{run.task.repo}, then use `{self.services.mention} retry`.",
+                failures.git_refused(what, message, run.task.repo, self.services.mention),
                 retryable=False,
                 category="git_auth",
             )
-        return await self._transient(run, f"git failed while {what}: {message}")
+        return await self._transient(run, failures.git_failed(what, message))
 
-    # -- the agent ------------------------------------------------------------------------
-
-    def _preset(self, run: _Run) -> Preset:
-        settings = self.services.settings
-        name = run.task.agent or run.config.agent.preset or settings.agent
-        template = run.config.agent.command or settings.agent_command
-        return get_preset(
-            name,
-            command=template,
-            executables=self.options.executables,
-            prices=DEFAULT_PRICES.with_overrides(settings.model_prices),
-            command_keys=command_env(run.config.agent.env, settings.agent_env),
-        )
+    # -- the agent (bot.worker.launch) ----------------------------------------------------
 
     def report_sandbox(self) -> None:
         """Say at start-up how agents will run: a warning without a sandbox, an error when no
@@ -531,14 +506,17 @@ class AttemptRunner:
         elif not self.bwrap.available():
             log.error("no agent will run: %s", messages.SANDBOX_UNAVAILABLE.format(problem=self.bwrap.problem))
 
-    def _sandbox_mode(self) -> str:
-        """``bwrap`` or ``none``; never a silent downgrade: ``auto`` without a working
-        bubblewrap runs no agent (only an explicit ``none`` runs one unsandboxed)."""
-        if self.options.sandbox == "none":
-            return SANDBOX_NONE
-        if not self.bwrap.available():
-            raise SandboxError(messages.SANDBOX_UNAVAILABLE.format(problem=self.bwrap.problem))
-        return SANDBOX_BWRAP
+    def _preset(self, run: _Run) -> Preset | launch.NotStarted:
+        settings = self.services.settings
+        return launch.choose_preset(
+            run.task.agent or run.config.agent.preset or settings.agent,
+            command=run.config.agent.command or settings.agent_command,
+            executables=self.options.executables,
+            model_prices=settings.model_prices,
+            env_names=run.config.agent.env,
+            operator_env=settings.agent_env,
+            mention=self.services.mention,
+        )
 
     async def _previous(self, run: _Run) -> PreviousAttempt | None:
         attempts = [
@@ -551,35 +529,17 @@ class AttemptRunner:
             number=last.number, kind=last.kind.value, outcome=last.outcome, summary=last.summary or last.error
         )
 
-    async def _run_agent(self, run: _Run, conflicts: tuple[str, ...]) -> AgentResult:
+    async def _plan_launch(self, run: _Run, conflicts: tuple[str, ...]) -> launch.LaunchPlan | launch.NotStarted:
+        """What the agent runs as: the preset, the sandbox mode, the prompt, the directories,
+        the session to resume and the spend left (or why no agent can run)."""
         task, checkout = run.task, run.checkout
         assert checkout is not None
-        try:
-            preset = self._preset(run)
-        except ValueError as exc:
-            raise _Abort(
-                await self._fail(
-                    run,
-                    f"The agent is not configured: {exc}. Set the agent in `.github/patchwright.yml` "
-                    f"(`agent.preset`, `agent.command`) or on the worker (`PATCHWRIGHT_AGENT`, "
-                    f"`PATCHWRIGHT_AGENT_COMMAND`), then use `{self.services.mention} retry`.",
-                    retryable=False,
-                    category="config",
-                )
-            ) from None
-        try:
-            mode = self._sandbox_mode()
-        except SandboxError as exc:
-            raise _Abort(
-                await self._fail(
-                    run,
-                    messages.AGENT_NOT_RUN.format(reason=exc, mention=self.services.mention),
-                    retryable=False,
-                    category="sandbox",
-                )
-            ) from None
-        sandboxed = mode == SANDBOX_BWRAP
-
+        preset = self._preset(run)
+        if isinstance(preset, launch.NotStarted):
+            return preset
+        mode = launch.sandbox_mode(self.options.sandbox, self.bwrap, mention=self.services.mention)
+        if isinstance(mode, launch.NotStarted):
+            return mode
         context = TaskContext.from_task(
             task.replace(branch=run.branch, base_branch=run.base), protected_paths=run.config.protected_paths
         )
@@ -587,189 +547,74 @@ class AttemptRunner:
         prompt = build_prompt(
             context, AttemptContext.from_task(task, previous=await self._previous(run), **overrides)
         )
-
-        # TMPDIR and the prompt live per attempt; HOME per task, so that an agent's own
-        # session store (e.g. Claude Code's) is still there when a later attempt resumes it.
-        agent_dir = self.workspaces.data_dir / "agents" / f"{task.id}-{run.number}"
-        run.agent_dir = agent_dir
-        home = self.workspaces.data_dir / "homes" / task.id
-        tmp, prompt_dir = agent_dir / "tmp", agent_dir / "prompt"
-        prompt_file = prompt_dir / "prompt.md"
-
-        def prepare() -> None:
-            shutil.rmtree(agent_dir, ignore_errors=True)
-            for path in (home, tmp, prompt_dir):
-                path.mkdir(parents=True, exist_ok=True)
-            prompt_file.write_text(prompt.text, encoding="utf-8")
-            clear_signal(checkout.path)
-
-        await asyncio.to_thread(prepare)
-
-        cost_limit = task.max_cost_usd - task.cost_usd
-        daily_left = await self._daily_left(run)
-        daily_limited = daily_left is not None and daily_left < cost_limit
-        if daily_left is not None:
-            cost_limit = min(cost_limit, daily_left)
-        session = task.agent_session if preset.resumable and run.kind in RESUMED_KINDS else ""
-        invocation = Invocation(
-            prompt=prompt.text,
-            prompt_file=str(prompt_file),
-            workdir=str(checkout.path),
-            model=task.model or run.config.agent.model or "",
-            session_id=session,
-            max_cost_usd=cost_limit,
-            sandboxed=sandboxed,
-        )
-        try:
-            env = agent_env(
-                home=home, tmpdir=tmp, passthrough=self.options.environ, preset_keys=preset.provider_keys
-            )
-        except SandboxError as exc:
-            raise _Abort(
-                await self._fail(
-                    run, f"The agent is not configured: {exc}.", retryable=False, category="config"
-                )
-            ) from None
-        launch = preset.build(dataclasses.replace(invocation, env=dict(env)))
-        env.update(launch.env)
-        for key in preset.provider_keys:  # provider keys never show in a log or a message
-            if env.get(key) and is_secret_name(key) and env[key] not in run.log.secrets:
-                run.log.secrets.append(env[key])
-        settings = self.services.settings
-        endpoints = provider_endpoints(preset.name, env, command_env=preset.provider_keys)
-        confinement = await asyncio.to_thread(
-            plan_confinement,
+        return launch.LaunchPlan(
+            preset=preset,
             mode=mode,
-            launch_argv=launch.argv,
-            settings=settings,
-            config=run.config,
-            environ=self.options.environ,
-            operator_template=settings.agent_command if preset.name == "command" and not run.config.agent.command else None,
+            prompt=prompt.text,
+            dirs=launch.AgentDirs.for_attempt(self.workspaces.data_dir, task.id, run.number),
             workdir=checkout.path,
-            home=home,
-            tmpdir=tmp,
-            agent_dir=agent_dir,
-            read_only=[checkout.shared_objects, prompt_dir],  # the agent's .git reads the objects
-            grace=self.options.kill_grace,
-            endpoints=endpoints,
+            shared_objects=checkout.shared_objects,
+            config=run.config,
+            cost_limit=launch.cost_limit(task.max_cost_usd - task.cost_usd, await self._daily_left(run)),
+            model=task.model or run.config.agent.model or "",
+            session_id=task.agent_session if preset.resumable and run.kind in RESUMED_KINDS else "",
+            operator_template=launch.operator_template(
+                preset.name, run.config.agent.command, self.services.settings.agent_command
+            ),
+            label=task.id,
         )
-        env.update(confinement.env)
-        timeout = run.config.agent.timeout_minutes * 60
-        state = preset.new_state()
-        killed_for_daily = False
 
-        def over_cost_limit() -> KillReason | None:
-            nonlocal killed_for_daily
-            if state.cost_usd >= cost_limit:
-                killed_for_daily = daily_limited
-                return KillReason.COST
-            return None
-
-        async def on_line(line: str) -> KillReason | None:
-            preset.parse_line(line, state)
-            await run.log.add(line)
-            return over_cost_limit()
-
-        async def poll_cost(interval: float) -> None:
-            # For a CLI that prints its spend only at the end: the preset reads it meanwhile.
-            while True:
-                await asyncio.sleep(interval)
-                await preset.poll_cost(state)
-                if over_cost_limit() is not None:
-                    process.kill(KillReason.COST)
-                    return
-
-        for note in confinement.notes:
-            await run.log.note(note)
-        await run.log.note(
-            f"running the {preset.name} agent"
-            + (" in bubblewrap" if sandboxed else "")
-            + (f", resuming session {session}" if launch.resumed else "")
-            + f" (timeout {timeout:g} s, cost limit ${cost_limit:.2f})"
+    async def _run_agent(self, run: _Run, conflicts: tuple[str, ...]) -> str:
+        """Run the agent and end the attempt by what came of it; returns the outcome word."""
+        plan = await self._plan_launch(run, conflicts)
+        if isinstance(plan, launch.NotStarted):
+            return await self._after_launch(run, plan)
+        run.agent_dir = plan.dirs.agent_dir
+        agent = launch.AgentLaunch(
+            plan,
+            launch.LaunchSettings(
+                settings=self.services.settings,
+                environ=self.options.environ,
+                mention=self.services.mention,
+                kill_grace=self.options.kill_grace,
+                disk_check_seconds=self.options.disk_check_seconds,
+            ),
         )
-        self._check_stop(run)
-        process = AgentProcess(
-            confinement.argv,
-            cwd=checkout.path,
-            env=env,
-            stdin_data=launch.stdin,
-            timeout=timeout,
-            on_line=on_line,
-            redact=run.log.secrets,
-            grace=self.options.kill_grace,
-        )
-        run.control.attach(process)
-        confinement.stop_when_providers_unreachable(lambda: process.kill(KillReason.STOPPED))
-        disk_over = asyncio.Event()
-        watches = [
-            asyncio.create_task(
-                self._watch_disk_usage((checkout.path, home, tmp), process, disk_over),
-                name=f"disk-usage {task.id}",
-            )
-        ]
-        if preset.cost_poll_seconds:
-            watches.append(asyncio.create_task(poll_cost(preset.cost_poll_seconds), name=f"cost {task.id}"))
         try:
-            async with confinement:
-                ended = await process.run()
+            outcome = await agent.run(log=run.log, control=run.control)
         finally:
-            for watch in watches:
-                watch.cancel()
-            await asyncio.gather(*watches, return_exceptions=True)
-            run.control.detach()
-            run.cost = state.cost_usd  # spent even when the run itself raised
-        refusals = confinement.refusals()
-        run.refused = "\n".join(refusals)
-        for line in refusals:
-            await run.log.note(REFUSED_LOG_LINE.format(refusal=line))
-        limit_message = (
-            DISK_LIMIT_MESSAGE.format(limit=settings.agent_disk_mb)
-            if disk_over.is_set()
-            else await asyncio.to_thread(confinement.limit_message)
-        )
-        if limit_message is not None:
-            await run.log.note(limit_message)
-            raise _Abort(
-                await self._salvage_and_fail(run, limit_message, retryable=False, category="resource_limit")
-            )
-        signal_read = await asyncio.to_thread(read_signal, checkout.path)
-        result = preset.finish(state, ended.exit_code, signal_read, killed=ended.killed_reason)
+            run.cost = agent.spent_usd  # spent even when the run itself raised
+        return await self._after_launch(run, outcome)
+
+    async def _after_launch(self, run: _Run, outcome: launch.LaunchOutcome) -> str:
+        match outcome:
+            case launch.NotStarted(error=error, category=category):
+                return await self._fail(run, error, retryable=False, category=category)
+            case launch.Stopped():
+                raise _Stopped()
+            case launch.LimitReached(message=message, refused=refused):
+                run.refused = "\n".join(refused)
+                return await self._salvage_and_fail(run, message, retryable=False, category="resource_limit")
+            case launch.ProviderUnreachable(message=message, result=result, refused=refused):
+                run.refused = "\n".join(refused)
+                self._record_result(run, result)
+                return await self._fail(run, message, retryable=False, category="agent_config")
+            case launch.Finished(result=result, refused=refused):
+                run.refused = "\n".join(refused)
+                self._record_result(run, result)
+                if outcome.daily_cap_killed:
+                    return await self._salvage_and_fail(
+                        run, self._daily_message(run), retryable=False, category="daily_cost"
+                    )
+                return await self._after_agent(run, result)
+        raise AssertionError(f"unknown launch outcome {outcome!r}")
+
+    @staticmethod
+    def _record_result(run: _Run, result: AgentResult) -> None:
         run.cost = result.cost_usd
         run.cost_known = result.cost_known
         run.session = result.session_id or None
         run.summary = result.summary
-        unreachable = confinement.unreachable_providers()
-        if unreachable and result.outcome not in (AgentOutcome.DONE, AgentOutcome.QUESTIONS):
-            # A configuration error, not a passing one: retrying with backoff would only wait.
-            message = PROVIDER_UNREACHABLE.format(
-                addresses=", ".join(e.address for e in unreachable),
-                variables=", ".join(dict.fromkeys(e.variable for e in unreachable)),
-                mention=self.services.mention,
-            )
-            await run.log.note(message)
-            raise _Abort(await self._fail(run, message, retryable=False, category="agent_config"))
-        await run.log.note(
-            f"the agent ended: {result.outcome.value} (exit {ended.exit_code}, {ended.duration:.1f} s, ${result.cost_usd:.4f})"
-        )
-        if result.outcome is AgentOutcome.KILLED_COST and killed_for_daily:
-            raise _Abort(
-                await self._salvage_and_fail(
-                    run, self._daily_message(run), retryable=False, category="daily_cost"
-                )
-            )
-        return result
-
-    async def _watch_disk_usage(
-        self, paths: Sequence[Path], process: AgentProcess, over: asyncio.Event
-    ) -> None:
-        """Stop the agent when what it wrote grows past ``PATCHWRIGHT_AGENT_DISK_MB``."""
-        limit = self.services.settings.agent_disk_mb
-        while True:
-            await asyncio.sleep(self.options.disk_check_seconds)
-            if await asyncio.to_thread(disk_usage_mb, *paths) > limit:
-                over.set()
-                process.kill(KillReason.STOPPED)
-                return
 
     # -- after the agent ------------------------------------------------------------------
 
@@ -778,38 +623,30 @@ class AttemptRunner:
         if outcome is AgentOutcome.STOPPED or run.control.reason is not None:
             raise _Stopped()
         if outcome is AgentOutcome.TIMEOUT:
-            minutes = run.config.agent.timeout_minutes
             return await self._salvage_and_fail(
                 run,
-                f"The agent ran out of time ({minutes:g} min) and was killed.",
+                failures.agent_timed_out(run.config.agent.timeout_minutes),
                 retryable=True,
                 category="timeout",
             )
         if outcome is AgentOutcome.KILLED_COST:
             return await self._salvage_and_fail(
-                run,
-                f"The agent was killed: this attempt would pass the task's cost cap "
-                f"(${run.task.max_cost_usd:.2f}, `budget.max_cost_usd`).",
-                retryable=True,
-                category="cost",
+                run, failures.agent_over_cost_cap(run.task.max_cost_usd), retryable=True, category="cost"
             )
         if outcome is AgentOutcome.CONFIG_ERROR:
             return await self._fail(
                 run,
-                f"The agent could not run: {result.error}\nFix the agent's setup on the worker "
-                f"(credentials, model, billing), then use `{self.services.mention} retry`.",
+                failures.agent_could_not_run(result.error, self.services.mention),
                 retryable=False,
                 category="agent_config",
             )
         if outcome is AgentOutcome.TRANSIENT:
-            note = await self._salvage_note(run)
-            return await self._transient(
-                run, f"The agent hit a temporary provider error: {result.error}{note}"
-            )
+            salvage = await self._salvage(run)
+            return await self._transient(run, failures.agent_provider_error(result.error) + salvage.note)
         if outcome is AgentOutcome.AGENT_ERROR:
             return await self._salvage_and_fail(
                 run,
-                f"The agent failed: {result.error}",
+                failures.agent_failed(result.error),
                 retryable=True,
                 category="agent_error",
                 signature=error_signature(result.error),
@@ -826,10 +663,7 @@ class AttemptRunner:
                 await checkout.conclude_merge()
             except UnresolvedMergeError as exc:
                 return await self._salvage_and_fail(
-                    run,
-                    f"The agent did not resolve the merge conflict: {exc}",
-                    retryable=True,
-                    category="conflict",
+                    run, failures.conflict_unresolved(exc), retryable=True, category="conflict"
                 )
             except GitCommandError as exc:
                 return await self._git_failure(run, "concluding the merge", exc)
@@ -838,16 +672,14 @@ class AttemptRunner:
         except GitCommandError as exc:
             if checkout.merge_in_progress():
                 return await self._salvage_and_fail(
-                    run, "The agent left the merge unfinished.", retryable=True, category="conflict"
+                    run, failures.MERGE_UNFINISHED, retryable=True, category="conflict"
                 )
             return await self._git_failure(run, "committing", exc)
         violations = await self._violations(run)
         if violations:
             return await self._fail(
                 run,
-                describe(violations)
-                + "\nNothing was pushed. Remove these changes from the request, or change them yourself, "
-                f"then use `{self.services.mention} retry [instructions]`.",
+                failures.checks_refused(describe(violations), self.services.mention),
                 retryable=False,
                 category="guard",
             )
@@ -906,11 +738,13 @@ class AttemptRunner:
         try:
             pushed = await checkout.push(expected_remote=checkout.remote_sha, auth=auth)
         except GitCommandError as exc:
-            note = await self._salvage_note(run)
-            return await self._transient(run, f"git failed while pushing: {run.log.redact(str(exc))}{note}")
+            salvage = await self._salvage(run)
+            return await self._transient(
+                run, failures.git_failed("pushing", run.log.redact(str(exc))) + salvage.note
+            )
         if not pushed.ok or pushed.sha is None:
             return await self._salvage_and_fail(
-                run, f"Could not push to `{run.branch}`: {pushed.error}", retryable=True, category="push"
+                run, failures.push_failed(run.branch, pushed.error), retryable=True, category="push"
             )
         sha = pushed.sha
         await run.log.note(
@@ -936,9 +770,7 @@ class AttemptRunner:
                 cost_usd=total,
             )
         except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
-            return await self._transient(
-                run, f"Pushed {sha[:7]}, but GitHub failed to open or update the pull request: {exc}"
-            )
+            return await self._transient(run, failures.pull_request_failed(sha, exc))
         await run.log.note(f"pull request #{pull.number}")
         await pr.report_pushed(
             run.gh,
@@ -997,9 +829,9 @@ class AttemptRunner:
 
     async def _questions(self, run: _Run, result: AgentResult) -> str:
         questions = [q.question for q in result.questions]
-        note = await self._salvage_note(run)
+        salvage = await self._salvage(run)
         listing = "\n".join(f"{i}. {q}" for i, q in enumerate(questions, 1))
-        await self._finish_attempt(run, "questions", summary=f"The agent asked:\n{listing}{note}")
+        await self._finish_attempt(run, "questions", summary=f"The agent asked:\n{listing}{salvage.note}")
         await self._report_check(run, "The agent asked questions on the issue.", failed=False)
         await self._decide(
             run,
@@ -1018,11 +850,12 @@ class AttemptRunner:
 
     # -- failures -------------------------------------------------------------------------
 
-    async def _salvage_note(self, run: _Run) -> str:
-        """Salvage the attempt's work; a sentence saying where it went (or why it did not)."""
+    async def _salvage(self, run: _Run) -> Salvage:
+        """Salvage the attempt's work to its wip branch (SPEC §6.6): whether it was saved,
+        and a sentence saying where it went (or why it did not)."""
         checkout = run.checkout
         if checkout is None:
-            return ""
+            return Salvage()
         try:
             if checkout.merge_in_progress():
                 await self.workspaces.runner.run(
@@ -1034,11 +867,10 @@ class AttemptRunner:
                 )
             await checkout.commit_all(f"patchwright: unfinished work of attempt {run.number}")
             if not await checkout.changes_since(checkout.start_sha):
-                return ""
+                return Salvage()
             violations = await checkout.check_since(checkout.start_sha, self._guard_policy(run))
             if violations:
-                files = ", ".join(sorted({v.path for v in violations}))
-                return f" The unfinished work was not saved: it breaks the pre-push checks ({files})."
+                return Salvage(note=failures.salvage_refused(", ".join(sorted({v.path for v in violations}))))
             sha = await checkout.salvage(
                 task_id=run.task.id, attempt=run.number, auth=await self._fetch_auth(run)
             )
@@ -1050,26 +882,26 @@ class AttemptRunner:
             TimeoutError,
         ) as exc:
             log.warning("salvage failed: %s", exc)
-            return f" The unfinished work could not be saved: {run.log.redact(str(exc))}"
+            return Salvage(note=failures.salvage_failed(run.log.redact(str(exc))))
         if sha is None:
-            return ""
+            return Salvage()
         branch = wip_branch(run.task.id, run.number)
         await run.log.note(f"salvaged the work to {branch} at {sha[:12]}")
-        return f" Unfinished work saved on `{branch}`."
+        return Salvage(saved=True, note=failures.salvage_saved(branch))
 
     async def _salvage_and_fail(
         self, run: _Run, error: str, *, retryable: bool, category: str, signature: str = ""
     ) -> str:
-        note = await self._salvage_note(run)
+        salvage = await self._salvage(run)
         return await self._fail(
-            run, error + note, retryable=retryable, category=category, signature=signature
+            run, error + salvage.note, retryable=retryable, category=category, signature=signature
         )
 
     async def _fail(
         self, run: _Run, error: str, *, retryable: bool, category: str, signature: str = ""
     ) -> str:
         error = run.log.redact(error)
-        await run.log.note(f"attempt failed: {error}")
+        await run.log.note(failures.FAILED_LOG_NOTE.format(error=error))
         await self._finish_attempt(run, "failed", error=error)
         await self._report_check(run, error, failed=True)
         await self._decide(
@@ -1091,7 +923,7 @@ class AttemptRunner:
 
     async def _transient(self, run: _Run, reason: str) -> str:
         reason = run.log.redact(reason)
-        await run.log.note(f"temporary failure: {reason}")
+        await run.log.note(failures.TRANSIENT_LOG_NOTE.format(reason=reason))
         await self._finish_attempt(run, "failed", error=reason)
         await self._report_check(run, reason, failed=False)
         await self._decide(
@@ -1111,14 +943,9 @@ class AttemptRunner:
     async def _stopped(self, run: _Run) -> str:
         """The attempt was stopped (by a human, a lost lease or shutdown): salvage, record."""
         reason = run.control.reason
-        note = await self._salvage_note(run)
-        outcome = "salvaged" if note.startswith(" Unfinished work saved") else "cancelled"
-        words = {
-            StopReason.LEFT_RUNNING: "the task was stopped",
-            StopReason.LOST: "another worker took the task over",
-            StopReason.SHUTDOWN: "the worker shut down",
-        }
-        what = f"Attempt {run.number} ended early: {words.get(reason, 'it was stopped')}.{note}"
+        salvage = await self._salvage(run)
+        outcome = "salvaged" if salvage.saved else "cancelled"
+        what = failures.ended_early(run.number, reason, salvage.note)
         await run.log.note(what)
         await self._finish_attempt(run, outcome, error=what)
         await self._report_check(run, what, failed=False)
@@ -1160,7 +987,7 @@ class AttemptRunner:
                 return await self._stopped(run)
             return await self._salvage_and_fail(
                 run,
-                f"The worker failed while running this attempt ({message}).",
+                failures.worker_failed(message),
                 retryable=True,
                 category="worker_error",
                 signature=error_signature(message),
@@ -1268,7 +1095,7 @@ class AttemptRunner:
         with contextlib.suppress(StoreError, OSError):
             fresh = await self.store.get_task(run.task.id)
             if fresh is None or fresh.is_terminal:  # no later attempt resumes a session
-                home = self.workspaces.data_dir / "homes" / run.task.id
+                home = launch.task_home(self.workspaces.data_dir, run.task.id)
                 await asyncio.to_thread(shutil.rmtree, home, True)
 
 
@@ -1284,6 +1111,7 @@ __all__ = [
     "AttemptLog",
     "AttemptRunner",
     "RunnerOptions",
+    "Salvage",
     "StopReason",
     "commit_message",
     "conflict_violations",

@@ -493,3 +493,13 @@ def test_the_status_card_says_when_a_cost_is_unknown_and_what_the_sandbox_refuse
     assert "**The sandbox refused** connections of attempt 2 to `github.com:443`, `10.0.0.1:80`." in body
     plain = messages.render_status_comment(messages.StatusCard(status="review", attempt=1, max_attempts=5))
     assert messages.COST_UNKNOWN_NOTE not in plain and "refused" not in plain
+
+
+def test_merge_conflict_log_notes_read_back_whatever_their_wording():
+    conflicts = messages.LOG_CONFLICTS.format(files="src/app.py, README.md")
+    assert messages.conflicted_files_noted(conflicts) == "src/app.py, README.md"
+    merged = messages.LOG_BASE_MERGED.format(base="main")
+    assert messages.base_merged_noted(merged) and messages.conflicted_files_noted(merged) is None
+    already = messages.LOG_BASE_ALREADY_MERGED.format(base="main")
+    assert not messages.base_merged_noted(already) and messages.conflicted_files_noted(already) is None
+    assert messages.conflicted_files_noted("the agent ended: done") is None
