@@ -80,7 +80,7 @@ def stop_reason_for(task: Task | None, *, worker_id: str, attempt: int) -> StopR
     if task.status is Status.RUNNING or (
         task.status is Status.PENDING
         and task.attempt == attempt + 1
-        and task.retry_reason.startswith(rules.WORKER_LOST)
+        and task.worker_id == worker_id  # taken back from us (rules.worker_lost keeps it)
     ):
         return StopReason.LOST
     return StopReason.LEFT_RUNNING
@@ -330,9 +330,7 @@ class WorkerPool:
         gh = self.services.github_for(task.installation_id)
 
         def rule(fresh: Task) -> rules.Decision:
-            return rules.transient(
-                fresh, reason=rules.WORKER_LOST, now=self.services.clock(), attempt=attempt
-            )
+            return rules.worker_lost(fresh, now=self.services.clock(), attempt=attempt)
 
         try:
             _, new = await self.services.tasks.decide(task, rule, gh=gh, actor=f"worker:{self.worker_id}")

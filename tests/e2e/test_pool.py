@@ -71,8 +71,12 @@ def test_stop_reason_for_the_task_as_stored_now() -> None:
         is StopReason.LEFT_RUNNING
     )
     assert stop_reason_for(ours.replace(worker_id="w2"), worker_id="w1", attempt=2) is StopReason.LOST
-    lost = ours.replace(status=Status.PENDING, attempt=3, retry_reason=rules.WORKER_LOST + "; retrying")
+    # Taken back from this worker: rules.worker_lost leaves the lost worker's id on the
+    # pending task; the reason's wording plays no part.
+    lost = ours.replace(status=Status.PENDING, attempt=3, retry_reason="any words")
     assert stop_reason_for(lost, worker_id="w1", attempt=2) is StopReason.LOST
+    retried = ours.replace(status=Status.PENDING, attempt=3, worker_id=None, retry_reason=rules.WORKER_LOST)
+    assert stop_reason_for(retried, worker_id="w1", attempt=2) is StopReason.LEFT_RUNNING
     restarted = ours.replace(status=Status.PENDING, attempt=1)
     assert stop_reason_for(restarted, worker_id="w1", attempt=2) is StopReason.LEFT_RUNNING
 
@@ -231,6 +235,7 @@ async def test_a_task_of_a_worker_killed_with_sigkill_is_taken_back_as_transient
     )
     assert taken.transient_retries == 1 and taken.not_before is not None
     assert taken.retry_reason.startswith(rules.WORKER_LOST)
+    assert taken.worker_id == claimed.worker_id  # the worker it was taken from, until the next claim
     [attempt] = await e2e.store.list_attempts(task.id)
     assert attempt.outcome == "failed" and rules.WORKER_LOST in attempt.error
     events = [e.reason for e in await e2e.store.list_events(task.id)]
