@@ -20,6 +20,9 @@ ADDRESSED_IN = "Addressed in {sha}."
 DEFAULT_MENTION = "@patchwright"
 DEFAULT_TRIGGER_LABEL = "patchwright"
 CHECK_RUN_NAME = "patchwright"
+#: The completed companion run that carries the Stop button while an agent runs: GitHub shows
+#: a check run's buttons only once it is completed, so the in-progress run cannot carry it.
+CONTROL_CHECK_RUN_NAME = "patchwright controls"
 ACTION_RETRY = "retry"  # check-run button identifiers: the verb table's names (bot.tasks.verbs)
 ACTION_STOP = "stop"
 
@@ -682,7 +685,26 @@ def check_run_in_progress(
     """``output`` for the check run while the agent works."""
     return {
         "title": f"{_attempt_title(attempt, max_attempts)}: {_kind_words(kind)}",
-        "summary": "The agent is working on this pull request. Use **Stop** to pause it.",
+        "summary": (
+            f"The agent is working on this pull request. To pause it, use **Stop** on the "
+            f"`{CONTROL_CHECK_RUN_NAME}` check run (or the `stop` command in a comment)."
+        ),
+    }
+
+
+def check_run_control_running(attempt: int, max_attempts: int) -> dict[str, str]:
+    """``output`` of the controls run while the agent of ``attempt`` works."""
+    return {
+        "title": f"{_attempt_title(attempt, max_attempts)} is running",
+        "summary": "Use **Stop** above to pause the task; the agent stops within seconds and its work is saved.",
+    }
+
+
+def check_run_control_ended(attempt: int, max_attempts: int) -> dict[str, str]:
+    """``output`` of the controls run once ``attempt`` ended (its button is gone)."""
+    return {
+        "title": f"{_attempt_title(attempt, max_attempts)} ended",
+        "summary": f"No agent is running. The `{CHECK_RUN_NAME}` check run says how the attempt ended.",
     }
 
 

@@ -126,24 +126,65 @@ async def refresh_summary(
         log.warning("PR #%s summary not updated: %s", pr_number, exc)
 
 
+@dataclass(frozen=True, slots=True)
+class RunningChecks:
+    """The check runs of an attempt at work on a PR head: ``progress``, the in-progress
+    ``patchwright`` run, and ``control``, a completed run carrying the Stop button (GitHub
+    displays a run's buttons only once it is completed). Either is None when GitHub refused
+    it. Both name the task in ``external_id``, which is how a button click finds it."""
+
+    task_id: str
+    attempt: int
+    max_attempts: int
+    progress: int | None = None
+    control: int | None = None
+
+
 async def start_check_run(
-    gh: Any, *, repo: str, head_sha: str, attempt: int, max_attempts: int, kind: str
-) -> int | None:
-    """An in-progress ``patchwright`` check run on the PR's head while the agent works."""
+    gh: Any, *, repo: str, head_sha: str, task_id: str, attempt: int, max_attempts: int, kind: str
+) -> RunningChecks:
+    """While the agent works on the PR's head: the in-progress ``patchwright`` run and the
+    completed ``patchwright controls`` run with the Stop button."""
+    running = RunningChecks(task_id, attempt, max_attempts)
     try:
-        run = await api.create_check_run(
+        progress = await api.create_check_run(
             gh,
             repo,
             name=messages.CHECK_RUN_NAME,
             head_sha=head_sha,
             status="in_progress",
+            external_id=task_id,
             output=messages.check_run_in_progress(attempt, max_attempts, kind),
+        )
+        running = RunningChecks(task_id, attempt, max_attempts, progress=int(progress["id"]))
+        control = await api.create_check_run(
+            gh,
+            repo,
+            name=messages.CONTROL_CHECK_RUN_NAME,
+            head_sha=head_sha,
+            status="completed",
+            conclusion="neutral",
+            external_id=task_id,
+            output=messages.check_run_control_running(attempt, max_attempts),
             actions=messages.check_run_actions(retry=False, stop=True),
         )
-        return int(run["id"])
+        return RunningChecks(task_id, attempt, max_attempts, progress=running.progress, control=int(control["id"]))
     except gidgethub.GitHubException as exc:
-        log.warning("check run on %s not created: %s", head_sha[:7], exc)
-        return None
+        log.warning("check runs on %s not created: %s", head_sha[:7], exc)
+        return running
+
+
+async def _end_control(gh: Any, repo: str, running: RunningChecks) -> None:
+    """Take the Stop button away: the attempt is over."""
+    if running.control is None:
+        return
+    await api.update_check_run(
+        gh,
+        repo,
+        running.control,
+        output=messages.check_run_control_ended(running.attempt, running.max_attempts),
+        actions=[],
+    )
 
 
 async def report_pushed(
@@ -151,20 +192,24 @@ async def report_pushed(
     *,
     repo: str,
     head_sha: str,
+    task_id: str,
     attempt: int,
     max_attempts: int,
     summary: str,
     cost_usd: float,
-    running_check: int | None,
+    running: RunningChecks | None,
 ) -> None:
     """The attempt pushed ``head_sha``: complete the in-progress run (it belonged to the old
-    head) and put a completed run with the attempt's summary on the new head."""
+    head), take the Stop button away and put a completed run with the attempt's summary and
+    a Retry button on the new head."""
     output = messages.check_run_success(attempt, max_attempts, summary, cost_usd)
     try:
-        if running_check is not None:
-            await api.update_check_run(
-                gh, repo, running_check, status="completed", conclusion="success", output=output, actions=[]
-            )
+        if running is not None:
+            await _end_control(gh, repo, running)
+            if running.progress is not None:
+                await api.update_check_run(
+                    gh, repo, running.progress, status="completed", conclusion="success", output=output, actions=[]
+                )
         await api.create_check_run(
             gh,
             repo,
@@ -172,6 +217,7 @@ async def report_pushed(
             head_sha=head_sha,
             status="completed",
             conclusion="success",
+            external_id=task_id,
             output=output,
             actions=messages.check_run_actions(retry=True, stop=False),
         )
@@ -183,33 +229,33 @@ async def report_not_pushed(
     gh: Any,
     *,
     repo: str,
-    running_check: int | None,
-    attempt: int,
-    max_attempts: int,
+    running: RunningChecks | None,
     error: str,
     failed: bool,
 ) -> None:
     """Complete the in-progress run of an attempt that pushed nothing: ``failure`` with the
-    error and a Retry button, or ``neutral`` (stopped, questions)."""
-    if running_check is None:
+    error and a Retry button, or ``neutral`` (stopped, questions); take the Stop button away."""
+    if running is None:
         return
     if failed:
-        output = messages.check_run_failure(attempt, max_attempts, error)
+        output = messages.check_run_failure(running.attempt, running.max_attempts, error)
         conclusion = "failure"
         actions = messages.check_run_actions(retry=True, stop=False)
     else:
         output = {
-            "title": f"Attempt {attempt} of {max_attempts}: ended",
+            "title": f"Attempt {running.attempt} of {running.max_attempts}: ended",
             "summary": messages.escape_markdown(error or "The attempt ended without a push."),
         }
         conclusion = "neutral"
         actions = []
     try:
-        await api.update_check_run(
-            gh, repo, running_check, status="completed", conclusion=conclusion, output=output, actions=actions
-        )
+        await _end_control(gh, repo, running)
+        if running.progress is not None:
+            await api.update_check_run(
+                gh, repo, running.progress, status="completed", conclusion=conclusion, output=output, actions=actions
+            )
     except gidgethub.GitHubException as exc:
-        log.warning("check run %s not completed: %s", running_check, exc)
+        log.warning("check runs of attempt %s not completed: %s", running.attempt, exc)
 
 
 async def reply_addressed(

@@ -224,7 +224,7 @@ class _Run:
     branch: str = ""
     checkout: Checkout | None = None
     agent_dir: Path | None = None
-    running_check: int | None = None
+    running_checks: pr.RunningChecks | None = None
     cost: float = 0.0
     session: str | None = None
     summary: str = ""
@@ -347,10 +347,11 @@ class AttemptRunner:
         self._check_stop(run)
 
         if task.pr_number is not None and task.head_sha:
-            run.running_check = await pr.start_check_run(
+            run.running_checks = await pr.start_check_run(
                 run.gh,
                 repo=task.repo,
                 head_sha=task.head_sha,
+                task_id=task.id,
                 attempt=run.number,
                 max_attempts=task.max_attempts,
                 kind=run.kind.value,
@@ -776,13 +777,14 @@ class AttemptRunner:
             run.gh,
             repo=task.repo,
             head_sha=sha,
+            task_id=task.id,
             attempt=run.number,
             max_attempts=task.max_attempts,
             summary=run.summary,
             cost_usd=run.cost,
-            running_check=run.running_check,
+            running=run.running_checks,
         )
-        run.running_check = None
+        run.running_checks = None
         answered: list[str] = []
         if run.threads:
             answered = await pr.reply_addressed(
@@ -1019,18 +1021,10 @@ class AttemptRunner:
             log.warning("attempt row not finished: %s", exc)
 
     async def _report_check(self, run: _Run, text: str, *, failed: bool) -> None:
-        if run.running_check is None:
+        if run.running_checks is None:
             return
-        await pr.report_not_pushed(
-            run.gh,
-            repo=run.task.repo,
-            running_check=run.running_check,
-            attempt=run.number,
-            max_attempts=run.task.max_attempts,
-            error=text,
-            failed=failed,
-        )
-        run.running_check = None
+        await pr.report_not_pushed(run.gh, repo=run.task.repo, running=run.running_checks, error=text, failed=failed)
+        run.running_checks = None
 
     async def _refresh_pr(self, run: _Run) -> None:
         """After an attempt that pushed nothing: the PR body section shows it too."""

@@ -182,6 +182,44 @@ async def test_stop_pauses_the_running_agent_and_resume_continues(make_world):
     assert world.ci_results(task.head_sha) == {"tests": "success"}
 
 
+HANGING_SECOND: dict[str, Any] = {
+    "1": [{"write": {SLUG: slug_stripping(",")}}, {"done": "Dropped commas."}],
+    "2": [{"write": {SLUG: slug_stripping(",!")}}, {"touch": "{out}/started-2"}, {"hang": 60}],
+    "default": FIX,
+}
+
+
+def runs_named(world, head_sha: str, name: str) -> list[Any]:
+    repo = world.emulator.repo(REPO)
+    return [r for r in repo.check_runs.values() if r.head_sha == head_sha and r.name == name]
+
+
+async def test_the_stop_button_on_the_pull_request_stops_the_running_agent(make_world):
+    """GitHub displays a check run's buttons only once the run is completed: Stop rides on
+    the completed controls run while the agent works, and a click stops the agent."""
+    world = await make_world(agent_script=HANGING_SECOND)
+    number = await open_and_label(world)
+    await wait_for_file(world, "started-2")  # CI failed on attempt 1's PR; attempt 2 runs
+    task = await world.task(number)
+    assert task.status is Status.RUNNING and task.pr_number is not None
+    [progress] = runs_named(world, task.head_sha, messages.CHECK_RUN_NAME)[-1:]
+    assert progress.status == "in_progress" and not progress.actions
+    [control] = runs_named(world, task.head_sha, messages.CONTROL_CHECK_RUN_NAME)
+    assert control.status == "completed" and [a["identifier"] for a in control.actions] == [messages.ACTION_STOP]
+
+    clicked_at = time.monotonic()
+    world.emulator.request_check_action(REPO, control.id, messages.ACTION_STOP, user=MAINTAINER)
+    await world.settle()
+    assert time.monotonic() - clicked_at < 10  # the agent (hanging for a minute) was stopped
+    task = await world.task(number)
+    assert task.status is Status.PAUSED
+    attempts = await world.db.list_attempts(task.id)
+    assert [(a.number, a.outcome) for a in attempts] == [(1, "pushed"), (2, "salvaged")]
+    assert "!" in (await world.read_file(wip_branch(task.id, 2), SLUG) or "")  # the work, kept aside
+    assert not control.actions and progress.status == "completed"  # no Stop once nothing runs
+    assert "`paused`" in status_comment(world)
+
+
 async def test_closing_the_issue_while_the_agent_runs_closes_the_task(make_world):
     world = await make_world(agent_script=HANGING_FIRST)
     number = await open_and_label(world)
