@@ -10,6 +10,7 @@ agent script of its own, and acts as the humans through the emulator.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -21,6 +22,14 @@ from bot.tasks.model import RetryKind, Status
 from bot.tasks.branches import wip_branch
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def make_world(request: pytest.FixtureRequest, make_world: Any) -> Any:
+    """Every scenario on SQLite and on PostgreSQL (the harness's ``make_world``, with the store)."""
+    if request.param == "sqlite":
+        return make_world
+    return functools.partial(make_world, database_url=request.getfixturevalue("postgres_url"))
 
 BOT = "patchwright[bot]"
 SLUG = "slugkit/slug.py"
