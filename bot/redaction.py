@@ -5,6 +5,12 @@
 shares with the pre-push secret scan (:mod:`bot.worker.guard`), which refuses a push that
 adds a secret; this module holds the table so that code outside the worker (the agent
 subprocess runner) can redact without importing the worker. Standard library only.
+
+A token starts at a word boundary, or right after an escape sequence (``\\n``, ``\\u0022``,
+``%3D``…): agents print JSON and URL-encoded text, where the letter or digit before a token
+belongs to the escape. GitHub's installation tokens come in two formats, the old opaque one
+(``ghs_`` and 36 letters and digits) and the stateless one (``ghs_<app id>_<JWT>``, some 520
+characters with two dots); both are matched, and redacted, whole.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["REDACTED", "SECRET_RULES", "SecretRule", "redact"]
+__all__ = ["REDACTED", "SECRET_RULES", "TOKEN_START", "SecretRule", "redact", "starts_token"]
 
 REDACTED = "[REDACTED]"
 
@@ -37,6 +43,26 @@ class SecretRule:
     requires: tuple[str, ...] = ()
 
 
+#: Where a token may start although a letter or digit comes right before it: after an escape
+#: sequence (``\\n``, ``\\t``, ``\\u0022``, ``\\x22`` in JSON or code) or a percent escape
+#: (``%20``, ``%3D`` in URL-encoded text). The letter or digit is the escape's, not a word the
+#: token belongs to.
+_AFTER_ESCAPE = (
+    r"(?<=\\[A-Za-z])|(?<=\\x[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
+)
+#: A token starts at a word boundary or right after an escape sequence.
+TOKEN_START = r"(?:(?<![A-Za-z0-9_])|" + _AFTER_ESCAPE + ")"
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_ESCAPE_BEFORE = re.compile(r"(?:\\[A-Za-z]|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|%[0-9A-Fa-f]{2})\Z")
+
+
+def starts_token(text: str, pos: int) -> bool:
+    """Whether a token may start at ``pos`` of ``text`` (:data:`TOKEN_START` as a function)."""
+    if pos == 0 or text[pos - 1] not in _WORD_CHARS:
+        return True
+    return _ESCAPE_BEFORE.search(text, max(0, pos - 6), pos) is not None
+
+
 def _rule(
     rule: str,
     label: str,
@@ -47,12 +73,13 @@ def _rule(
     boundary: bool = True,
     requires: tuple[str, ...] = (),
 ) -> SecretRule:
-    """A rule whose ``pattern`` must start at a word boundary (unless ``boundary`` is off)."""
+    """A rule whose ``pattern`` must start at a word boundary or after an escape sequence
+    (:data:`TOKEN_START`; unless ``boundary`` is off)."""
     prefix = re.compile(public_prefix) if public_prefix else None
     if not boundary:
         return SecretRule(rule, label, re.compile(pattern), group, prefix, None, requires)
     return SecretRule(
-        rule, label, re.compile(r"(?<![A-Za-z0-9_])" + pattern), group, prefix, re.compile(pattern), requires
+        rule, label, re.compile(TOKEN_START + pattern), group, prefix, re.compile(pattern), requires
     )
 
 
@@ -128,8 +155,33 @@ def redact(text: str, secrets: Iterable[str] = (), *, patterns: bool = True) -> 
                 continue
             if rule.requires and not any(literal in text for literal in rule.requires):
                 continue
-            text = rule.regex.sub(lambda m, g=rule.group: _redact_group(m, g), text)
+            text = _redact_rule(rule, text)
     return text
+
+
+def _redact_rule(rule: SecretRule, text: str) -> str:
+    """``text`` with every match of ``rule`` redacted. A rule with a ``fast`` regex is searched
+    with it (the engine can then jump to the rule's literal prefix) and each match's start is
+    checked with :func:`starts_token`: the same matches as ``rule.regex``, much faster."""
+    if rule.fast is None:
+        return rule.regex.sub(lambda m: _redact_group(m, rule.group), text)
+    out: list[str] = []
+    done = pos = 0
+    while True:
+        match = rule.fast.search(text, pos)
+        if match is None:
+            break
+        start = match.start()
+        if not starts_token(text, start):
+            pos = start + 1
+            continue
+        out.append(text[done:start])
+        out.append(_redact_group(match, rule.group))
+        done = pos = max(match.end(), start + 1)
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
 
 
 def _redact_group(match: re.Match[str], group: int) -> str:

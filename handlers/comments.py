@@ -1,5 +1,7 @@
 """Comments (SPEC §4.2): `@<app> retry|stop|resume|start over|cancel|status|help`, feedback on
-the task's PR, and answers on the issue while the agent waits for them."""
+the task's PR, and answers on the issue while the agent waits for them. `retry` on an issue
+that carries the trigger label but has no task (its config was invalid when the label came)
+starts the task."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from gidgethub import routing, sansio
 from bot import commands, messages
 from bot.operations.commands import run_command
 from bot.operations.feedback import answer_questions, give_feedback
+from bot.operations.start import start_on_retry
 from bot.tasks import verbs
 from bot.tasks.model import Status, Task
 
 from handlers.common import Context, Ignored, guard_sender, repo_config, repo_name
+from handlers.issues import issue_labels, issue_snapshot
 
 router = routing.Router()
 
@@ -65,6 +69,9 @@ async def on_comment_created(event: sansio.Event, ctx: Context) -> str:
         await ctx.react(repo, "issue_comment", comment_id, "+1")
         await ctx.reply(repo, number, messages.render_help(mention, config.trigger_label))
         return "help sent"
+    if task is None and found.verb == verbs.RETRY and not on_pr and config.trigger_label in issue_labels(issue):
+        # The label came while the config was invalid, so no task was made: start it now.
+        return await start_on_retry(ctx, issue_snapshot(event), login=login, comment_id=comment_id)
     if task is None:
         text = messages.refusal_not_task_pr(mention) if on_pr else messages.refusal_no_task(mention, config.trigger_label)
         await _refuse(ctx, repo, number, comment_id, text, "no task for this issue or pull request")

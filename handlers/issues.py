@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gidgethub import routing, sansio
 
-from bot.operations.start import IssueSnapshot, start_task
+from bot.operations.start import IssueSnapshot, start_issue_task
 from bot.tasks import rules
 from bot.tasks.model import Task
 
@@ -21,18 +21,20 @@ from handlers.common import (
 router = routing.Router()
 
 
-def _labels(issue: dict) -> tuple[str, ...]:
-    return tuple(str(label.get("name", "")) for label in issue.get("labels") or [])
+def issue_labels(issue: dict) -> tuple[str, ...]:
+    """The names of the labels on an issue of a payload."""
+    return tuple(str(label.get("name", "")) for label in issue.get("labels") or [] if isinstance(label, dict))
 
 
-def _snapshot(event: sansio.Event) -> IssueSnapshot:
+def issue_snapshot(event: sansio.Event) -> IssueSnapshot:
+    """The event's issue (of an ``issues`` or ``issue_comment`` event) as a task is made from it."""
     issue = event.data["issue"]
     return IssueSnapshot(
         repo=repo_name(event),
         number=int(issue["number"]),
-        title=issue.get("title") or "",
-        body=issue.get("body") or "",
-        labels=_labels(issue),
+        title=str(issue.get("title") or ""),
+        body=str(issue.get("body") or ""),
+        labels=issue_labels(issue),
         default_branch=default_branch(event),
     )
 
@@ -41,11 +43,10 @@ async def _start(event: sansio.Event, ctx: Context) -> str:
     """Create (or start over) the task of the event's issue; shared by labeled and opened."""
     if event.data["issue"].get("pull_request"):
         raise Ignored("the label is on a pull request, not an issue")
-    issue = _snapshot(event)
-    config, config_error = await ctx.repo_config(issue.repo, issue.default_branch)
-    login = guard_sender(event, ctx, config)
+    issue = issue_snapshot(event)
+    login = guard_sender(event, ctx, await repo_config(event, ctx))
     await ctx.require_permission(issue.repo, login)
-    return await start_task(ctx, issue, login=login, config=config, config_error=config_error)
+    return await start_issue_task(ctx, issue, login=login)
 
 
 @router.register("issues", action="labeled")
@@ -60,7 +61,7 @@ async def on_issue_labeled(event: sansio.Event, ctx: Context) -> str:
 @router.register("issues", action="opened")
 async def on_issue_opened(event: sansio.Event, ctx: Context) -> str:
     config = await repo_config(event, ctx)
-    if config.trigger_label not in _labels(event.data["issue"]):
+    if config.trigger_label not in issue_labels(event.data["issue"]):
         raise Ignored("opened without the trigger label")
     return await _start(event, ctx)
 
@@ -103,7 +104,7 @@ async def on_issue_edited(event: sansio.Event, ctx: Context) -> str:
     task = await _task_of(event, ctx)
     # Edits by people without write access never change what the agent sees.
     await ctx.require_permission(repo_name(event), login)
-    issue = _snapshot(event)
+    issue = issue_snapshot(event)
     _, new = await ctx.decide_or_ignore(
         task,
         lambda t: rules.spec_edited(t, title=issue.title, spec=issue.body, now=ctx.now),

@@ -1,13 +1,15 @@
-"""Pull requests and pushes (SPEC §4.5): merged/closed PRs, human pushes, base-branch pushes."""
+"""Pull requests and pushes (SPEC §4.5): merged/closed PRs, human pushes, base-branch pushes,
+and pushes to the default branch (the repository's config may have changed)."""
 
 from __future__ import annotations
 
 from gidgethub import routing, sansio
 
 from bot.operations import pulls
+from bot.operations.configs import default_branch_pushed
 from bot.tasks.model import Status, Task
 
-from handlers.common import Context, Ignored, repo_name, sender_login
+from handlers.common import Context, Ignored, default_branch, repo_name, sender_login
 
 router = routing.Router()
 
@@ -57,3 +59,14 @@ async def on_push(event: sansio.Event, ctx: Context) -> str:
     if not tasks:
         raise Ignored(f"no open task pull request is based on {branch}")
     return "; ".join(await pulls.check_conflicts(ctx, repo, tasks, actor=sender_login(event)))
+
+
+@router.register("push")
+async def on_push_to_default_branch(event: sansio.Event, ctx: Context) -> str:
+    """A push to the default branch may change ``.github/patchwright.yml``: drop its cache."""
+    ref = str(event.data.get("ref") or "")
+    if not ref.startswith("refs/heads/"):
+        raise Ignored("not a branch update")
+    return await default_branch_pushed(
+        ctx, repo_name(event), branch=ref.removeprefix("refs/heads/"), default_branch=default_branch(event)
+    )

@@ -23,7 +23,10 @@ Retry policy (SPEC §5; all bounds in :class:`RetryPolicy`):
   received, and the error is raised for the caller to decide.
 * **Secondary rate limit** (403/429 with ``retry-after``): wait that long, then retry.
   **Primary rate limit** (403/429 with ``x-ratelimit-remaining: 0``): wait until
-  ``x-ratelimit-reset``. A 429 with neither header waits ``secondary_default_wait``. A wait
+  ``x-ratelimit-reset``. A 429 with neither header, and a 403 with neither whose body says
+  "secondary rate limit" (GitHub sends that without ``retry-after`` too), wait
+  ``secondary_default_wait`` (one minute, GitHub's documented minimum). Any other 403 is a
+  permission error and is not retried. A wait
   longer than ``max_rate_limit_wait``, or more than ``max_rate_limit_retries`` waits for one
   request, raises :class:`RateLimited` saying when the limit resets. Rate-limited requests
   were refused, not carried out, so every method is retried.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import http
+import json
 import logging
 import random
 import re
@@ -102,7 +106,7 @@ class RetryPolicy:
     max_total_delay: float = 60.0  # give up rather than sleep more than this in total
     max_rate_limit_wait: float = 120.0  # longest single wait for a rate limit
     max_rate_limit_retries: int = 3  # rate-limit waits per request
-    secondary_default_wait: float = 60.0  # 429 without retry-after or x-ratelimit-* headers
+    secondary_default_wait: float = 60.0  # secondary limit without retry-after / x-ratelimit-*
     retry_statuses: frozenset[int] = frozenset({500, 502, 503, 504})
 
 
@@ -147,13 +151,42 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+#: Lower-cased phrases of the ``message`` GitHub sends with a secondary rate limit; the first is
+#: today's wording ("You have exceeded a secondary rate limit…"), the second the older one
+#: ("You have triggered an abuse detection mechanism…"). GitHub documents that a secondary
+#: limit is a 403 or 429 whose message says so, and that ``retry-after`` may be absent.
+SECONDARY_LIMIT_PHRASES = ("secondary rate limit", "abuse detection")
+
+
+def says_secondary_rate_limit(body: bytes) -> bool:
+    """Whether a response body is GitHub's secondary-rate-limit refusal (JSON ``message``)."""
+    if not body:
+        return False
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, str):
+        return False
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in SECONDARY_LIMIT_PHRASES)
+
+
 def rate_limit_wait(
-    status: int, headers: Mapping[str, str], now: float, policy: RetryPolicy
+    status: int,
+    headers: Mapping[str, str],
+    now: float,
+    policy: RetryPolicy,
+    body: bytes = b"",
 ) -> tuple[str, float] | None:
     """``(kind, seconds)`` to wait for a rate-limited response; None when it is not one.
 
-    ``kind`` is ``"secondary"`` or ``"primary"``. A 403 without rate-limit headers is a
-    permission error and is not waited on.
+    ``kind`` is ``"secondary"`` or ``"primary"``. GitHub's documented order: ``retry-after``
+    wins; then an exhausted primary quota (``x-ratelimit-remaining: 0``) waits until
+    ``x-ratelimit-reset``; otherwise a secondary limit — any 429, or a 403 whose body says it
+    is one — waits ``secondary_default_wait`` (GitHub: "at least one minute"). A 403 that is
+    none of these is a permission error and is not waited on.
     """
     if status not in (403, 429):
         return None
@@ -166,9 +199,15 @@ def rate_limit_wait(
         except (KeyError, ValueError):
             return "primary", policy.secondary_default_wait
         return "primary", max(0.0, reset - now) + 1.0  # one second for clock granularity
-    if status == 429:
+    if status == 429 or says_secondary_rate_limit(body):
         return "secondary", policy.secondary_default_wait
     return None
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether GitHub refused a request for good (a 4xx that waiting will not change): not a
+    rate limit, which gidgethub also raises as a 4xx (:class:`RateLimited` is one)."""
+    return isinstance(error, gidgethub.BadRequest) and not isinstance(error, gidgethub.RateLimitExceeded)
 
 
 def may_resend(method: str, error: BaseException) -> bool:
@@ -302,7 +341,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 slept += delay
                 continue
             response_headers = CIMultiDictProxy(CIMultiDict(raw_headers))
-            limited = rate_limit_wait(status, response_headers, self._clock(), policy)
+            limited = rate_limit_wait(status, response_headers, self._clock(), policy, content)
             if limited is not None:
                 kind, wait = limited
                 limit_waits += 1

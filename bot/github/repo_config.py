@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -33,6 +34,17 @@ class RepoConfigResult(Generic[T]):
     text: str | None  # the file's text; None when there is no file
     value: T | None = None  # ``parse(text)`` when it succeeded
     error: Exception | None = None  # what ``parse`` (or reading the file) raised
+    sha: str | None = None  # the file's git blob SHA, as GitHub answered it
+
+    @property
+    def revision(self) -> str:
+        """Names this version of the file: its blob SHA, else a SHA-1 of its text; "" when
+        there is no file. Two reads of an unchanged file give the same revision."""
+        if self.sha:
+            return self.sha
+        if self.text is None:
+            return ""
+        return hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
 
     @property
     def found(self) -> bool:
@@ -60,13 +72,23 @@ def decode_file_content(data: object, path: str) -> str:
 
 async def read_repo_file(gh: gidgethub.abc.GitHubAPI, repo: str, path: str, ref: str) -> str | None:
     """The text of ``path`` at ``ref``; None when it does not exist (404)."""
+    data = await _get_file(gh, repo, path, ref)
+    return None if data is None else decode_file_content(data, path)
+
+
+async def _get_file(gh: gidgethub.abc.GitHubAPI, repo: str, path: str, ref: str) -> object | None:
+    """GitHub's answer for ``path`` at ``ref``; None when it does not exist (404)."""
     try:
-        data = await api.get_content(gh, repo, path, ref=ref)
+        return await api.get_content(gh, repo, path, ref=ref)
     except gidgethub.BadRequest as exc:
         if int(exc.status_code) == 404:
             return None
         raise
-    return decode_file_content(data, path)
+
+
+def _blob_sha(data: object) -> str | None:
+    sha = data.get("sha") if isinstance(data, dict) else None
+    return sha if isinstance(sha, str) and sha else None
 
 
 async def fetch_repo_config(
@@ -81,14 +103,17 @@ async def fetch_repo_config(
 
     No file → ``RepoConfigResult(text=None)`` (the caller applies defaults). An unreadable file
     or a ``parse`` error → the result carries ``error``; HTTP errors other than 404 propagate.
+    The result names the file's blob SHA (:attr:`RepoConfigResult.revision`).
     """
-    try:
-        text = await read_repo_file(gh, repo, path, default_branch)
-    except RepoFileError as exc:
-        return RepoConfigResult(text="", error=exc)
-    if text is None:
+    data = await _get_file(gh, repo, path, default_branch)
+    if data is None:
         return RepoConfigResult(text=None)
+    sha = _blob_sha(data)
     try:
-        return RepoConfigResult(text=text, value=parse(text))
+        text = decode_file_content(data, path)
+    except RepoFileError as exc:
+        return RepoConfigResult(text="", error=exc, sha=sha)
+    try:
+        return RepoConfigResult(text=text, value=parse(text), sha=sha)
     except Exception as exc:
-        return RepoConfigResult(text=text, error=exc)
+        return RepoConfigResult(text=text, error=exc, sha=sha)

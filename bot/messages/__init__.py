@@ -672,6 +672,23 @@ def config_invalid(
     )
 
 
+#: Starts the comment that reports an invalid config, naming the revision of the file (its
+#: blob SHA) so that each invalid revision is reported once on an issue.
+CONFIG_INVALID_MARKER = "<!-- patchwright:config-invalid {revision} -->"
+
+
+def config_invalid_marker(revision: str) -> str:
+    """The hidden marker of the report of the config file's ``revision`` (hex digits kept)."""
+    return CONFIG_INVALID_MARKER.format(revision=re.sub(r"[^0-9A-Za-z]", "", revision)[:64])
+
+
+def config_invalid_report(
+    problems: Sequence[str], revision: str, mention: str = DEFAULT_MENTION
+) -> str:
+    """:func:`config_invalid` as a comment marked with the file's ``revision``."""
+    return f"{config_invalid_marker(revision)}\n{config_invalid(problems, mention=mention)}"
+
+
 # -- the `patchwright` check run ------------------------------------------------------------
 
 

@@ -25,12 +25,26 @@ def _forget_nothing(installation_id: int) -> None:
     """The default when no GitHub client factory caches anything."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigState:
+    """What ``.github/patchwright.yml`` on the default branch says: the config (the defaults
+    when the file is invalid), the error text to show (None when valid or absent), and the
+    revision of the file (its blob SHA; "" without a file)."""
+
+    config: RepoConfig
+    error: str | None = None
+    revision: str = ""
+
+
 @dataclass
 class RepoConfigs:
     """``.github/patchwright.yml`` of each repository's default branch, cached briefly.
 
-    The ETag cache of the installation's client makes a re-read after expiry cost no rate
-    limit when the file did not change.
+    Only a valid (or absent) file is cached, for ``ttl`` seconds: an invalid one is read again
+    each time, so that its fix counts at once in every process (a worker never sees the push
+    that fixed it). A push to the default branch drops the repository's entry
+    (:meth:`forget`). The ETag cache of the installation's client makes a re-read cost no
+    rate limit when the file did not change.
     """
 
     ttl: float = 60.0
@@ -39,20 +53,26 @@ class RepoConfigs:
     def __post_init__(self) -> None:
         self._cache = cachetools.TTLCache(maxsize=1024, ttl=self.ttl)
 
-    async def get(self, gh: Any, repo: str, default_branch: str) -> tuple[RepoConfig, str | None]:
-        """(config, error). An invalid file gives the defaults and the error text to show."""
+    async def state(self, gh: Any, repo: str, default_branch: str) -> ConfigState:
+        """The config, its error and its revision (see :class:`ConfigState`)."""
         key = (repo, default_branch)
-        if key in self._cache:
-            return self._cache[key]
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         result = await fetch_repo_config(gh, repo, default_branch, parse_repo_config)
         if result.error is not None:
-            value: tuple[RepoConfig, str | None] = (RepoConfig(), str(result.error))
-        else:
-            value = (result.value if result.value is not None else RepoConfig(), None)
+            return ConfigState(RepoConfig(), str(result.error), result.revision)
+        value = ConfigState(result.value if result.value is not None else RepoConfig(), None, result.revision)
         self._cache[key] = value
         return value
 
+    async def get(self, gh: Any, repo: str, default_branch: str) -> tuple[RepoConfig, str | None]:
+        """(config, error). An invalid file gives the defaults and the error text to show."""
+        found = await self.state(gh, repo, default_branch)
+        return found.config, found.error
+
     def forget(self, repo: str) -> None:
+        """Drop what is cached of ``repo`` (its default branch moved)."""
         for key in [k for k in self._cache if k[0] == repo]:
             self._cache.pop(key, None)
 
@@ -141,4 +161,4 @@ def offline_services(settings: Settings, store: Store, *, clock: Callable[[], da
     )
 
 
-__all__ = ["OFFLINE_APP_SLUG", "offline_services", "GitHubFor", "RepoConfigs", "Services", "build_services"]
+__all__ = ["OFFLINE_APP_SLUG", "offline_services", "ConfigState", "GitHubFor", "RepoConfigs", "Services", "build_services"]

@@ -1,9 +1,11 @@
 """Starting a task (SPEC §4.1): the trigger label on an issue creates its task, or starts the
-existing one over; the agent and model come from the repository's config and the issue's
-labels."""
+existing one over; so does ``retry`` on an issue with the label but no task (its config was
+invalid when the label came). The agent and model come from the repository's config and the
+issue's labels; an invalid config is reported once per revision of the file."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ import gidgethub
 
 from bot import messages
 from bot.config import RepoConfig
+from bot.operations.configs import report_invalid_config
 from bot.operations.context import Context
 from bot.outcome import Ignored
 from bot.store.base import TaskEvent
@@ -55,13 +58,47 @@ def task_defaults(config: RepoConfig, issue: IssueSnapshot, default_agent: str) 
     )
 
 
+async def start_issue_task(ctx: Context, issue: IssueSnapshot, *, login: str) -> str:
+    """:func:`start_task` with the repository's config as the default branch has it now."""
+    found = await ctx.services.repo_configs.state(ctx.gh, issue.repo, issue.default_branch or "main")
+    return await start_task(
+        ctx, issue, login=login, config=found.config, config_error=found.error, config_revision=found.revision
+    )
+
+
+async def start_on_retry(ctx: Context, issue: IssueSnapshot, *, login: str, comment_id: int) -> str:
+    """``retry`` on an issue that carries the trigger label but has no task (the config was
+    invalid when the label came): start the task as the label would have, with the config as
+    it is now, and answer the comment with a reaction (👍 started, 😕 the config is still
+    invalid). The caller checked the permission of ``login``."""
+    try:
+        outcome = await start_issue_task(ctx, issue, login=login)
+    except Ignored:
+        await ctx.react(issue.repo, "issue_comment", comment_id, "confused")
+        raise
+    task = await ctx.services.store.get_task_by_issue(issue.repo, issue.number)
+    if task is not None:
+        await ctx.services.store.record_fact(f"comment:{issue.repo}:{comment_id}", task.id)
+    await ctx.react(issue.repo, "issue_comment", comment_id, "+1")
+    return outcome
+
+
 async def start_task(
-    ctx: Context, issue: IssueSnapshot, *, login: str, config: RepoConfig, config_error: str | None
+    ctx: Context,
+    issue: IssueSnapshot,
+    *,
+    login: str,
+    config: RepoConfig,
+    config_error: str | None,
+    config_revision: str = "",
 ) -> str:
     """Create the task of ``issue`` for ``login`` (whose permission the caller checked), or
-    start its existing task over. An invalid repository config is answered with its errors."""
+    start its existing task over. An invalid repository config is answered with its errors,
+    once per ``config_revision`` of the file (the errors' hash stands in without one)."""
     if config_error is not None:
-        await ctx.reply(issue.repo, issue.number, messages.config_invalid(config_error.splitlines(), mention=ctx.mention))
+        revision = config_revision or hashlib.sha1(config_error.encode(), usedforsecurity=False).hexdigest()
+        if not await report_invalid_config(ctx, issue.repo, issue.number, error=config_error, revision=revision):
+            raise Ignored("the repository's .github/patchwright.yml is invalid; its errors were already reported")
         raise Ignored("the repository's .github/patchwright.yml is invalid; replied with the errors")
     defaults = task_defaults(config, issue, ctx.services.settings.agent)
     store = ctx.services.store
@@ -114,4 +151,4 @@ async def start_task(
     return f"created task {stored.id}"
 
 
-__all__ = ["IssueSnapshot", "agent_choice", "start_task", "task_defaults"]
+__all__ = ["IssueSnapshot", "agent_choice", "start_issue_task", "start_on_retry", "start_task", "task_defaults"]

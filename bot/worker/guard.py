@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 # The secret patterns are redaction's (bot.redaction); ``redact`` and ``REDACTED`` are
 # re-exported for callers that import them from here.
 from bot.redaction import REDACTED as REDACTED
-from bot.redaction import SECRET_RULES, SecretRule
+from bot.redaction import SECRET_RULES, SecretRule, starts_token
 from bot.redaction import redact as redact
 
 DEFAULT_PROTECTED: tuple[str, ...] = (".github/workflows/**",)
@@ -224,12 +224,9 @@ def _secret_hint(match: re.Match[str], rule: SecretRule) -> str:
     return redacted_hint(match.group(rule.group), rule.public_prefix)
 
 
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
 def _search(rule: SecretRule, text: str) -> re.Match[str] | None:
-    """The first match of ``rule`` in ``text`` (at a word boundary where the rule wants one)."""
+    """The first match of ``rule`` in ``text`` (where the rule wants it, at a word boundary or
+    just after an escape sequence such as ``\\n`` or ``%3D``)."""
     if rule.requires and not any(literal in text for literal in rule.requires):
         return None
     if rule.fast is None:
@@ -240,7 +237,7 @@ def _search(rule: SecretRule, text: str) -> re.Match[str] | None:
         if match is None:
             return None
         start = match.start()
-        if start == 0 or not _is_word(text[start - 1]):
+        if starts_token(text, start):  # a word boundary, or just after an escape sequence
             return match
         pos = start + 1
 

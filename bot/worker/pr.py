@@ -16,6 +16,7 @@ import gidgethub
 
 from bot import messages
 from bot.github import api
+from bot.github.client import is_refusal
 from bot.store.base import Attempt
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ async def reply_addressed(
             await api.reply_to_review_comment(gh, repo, pr_number, int(thread), body)
         except (gidgethub.GitHubException, ValueError) as exc:
             log.warning("no reply in review thread %s: %s", thread, exc)
-            if isinstance(exc, gidgethub.BadRequest | ValueError):
+            if isinstance(exc, ValueError) or is_refusal(exc):
                 answered.append(thread)  # a 4xx will not get better: do not try again
             continue
         answered.append(thread)

@@ -46,6 +46,7 @@ from bot.agents.result import AgentOutcome, AgentResult
 from bot.agents.sandbox import BwrapProbe
 from bot.config import ConfigError, RepoConfig, decode_private_key
 from bot.github import api
+from bot.github.client import is_refusal
 from bot.logs import log_context
 from bot.messages import failures
 from bot.prompts import AttemptContext, PreviousAttempt, TaskContext, build_prompt
@@ -463,16 +464,16 @@ class AttemptRunner:
     async def _github_step(self, run: _Run, what: str, call: Awaitable[Any]) -> Any:
         try:
             return await call
-        except gidgethub.BadRequest as exc:
-            raise _Abort(
-                await self._fail(
-                    run,
-                    failures.github_refused(what, exc, run.task.repo, self.services.mention),
-                    retryable=False,
-                    category="github",
-                )
-            ) from None
         except (gidgethub.GitHubException, aiohttp.ClientError, TimeoutError) as exc:
+            if is_refusal(exc):
+                raise _Abort(
+                    await self._fail(
+                        run,
+                        failures.github_refused(what, exc, run.task.repo, self.services.mention),
+                        retryable=False,
+                        category="github",
+                    )
+                ) from None
             raise _Abort(await self._transient(run, failures.github_error(what, exc))) from None
 
     async def _git_step(self, run: _Run, what: str, call: Awaitable[Any]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import types
@@ -19,6 +20,7 @@ from bot.github.client import (
     RetryPolicy,
     backoff_delay,
     is_api_url,
+    is_refusal,
     loggable_url,
     may_resend,
     parse_retry_after,
@@ -356,6 +358,70 @@ async def test_permission_403_is_not_a_rate_limit(make_client, transport, sleeps
     assert sleeps.delays == []
 
 
+SECONDARY_BODY = {
+    "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+    "try again. If you reach out to GitHub Support for help, please include the request ID.",
+    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+}
+
+
+def test_rate_limit_wait_reads_a_secondary_limit_from_the_body():
+    """GitHub may answer a secondary limit with 403 and no retry-after: its body says so."""
+    policy = RetryPolicy(secondary_default_wait=60.0)
+    now = 1_000.0
+    body = json.dumps(SECONDARY_BODY).encode()
+    assert rate_limit_wait(403, {}, now, policy, body) == ("secondary", 60.0)
+    # quota left in the primary headers does not make it a permission error
+    quota_left = {"x-ratelimit-remaining": "4990", "x-ratelimit-reset": "1100"}
+    assert rate_limit_wait(403, quota_left, now, policy, body) == ("secondary", 60.0)
+    # the documented order still holds: retry-after, then an exhausted primary quota
+    assert rate_limit_wait(403, {"retry-after": "9"}, now, policy, body) == ("secondary", 9.0)
+    exhausted = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1100"}
+    assert rate_limit_wait(403, exhausted, now, policy, body) == ("primary", 101.0)
+    # the older wording of the same refusal
+    abuse = json.dumps({"message": "You have triggered an abuse detection mechanism."}).encode()
+    assert rate_limit_wait(403, {}, now, policy, abuse) == ("secondary", 60.0)
+    # a permission error stays one, whatever else the body holds
+    denied = json.dumps({"message": "Resource not accessible by integration"}).encode()
+    assert rate_limit_wait(403, {}, now, policy, denied) is None
+    assert rate_limit_wait(403, {}, now, policy, b"not json") is None
+    assert rate_limit_wait(403, {}, now, policy, b'["secondary rate limit"]') is None
+    assert rate_limit_wait(404, {}, now, policy, body) is None
+
+
+async def test_secondary_rate_limit_403_without_headers_waits_a_minute_and_retries(
+    make_client, transport, sleeps, fakes
+):
+    transport.script = [fakes.reply(403, SECONDARY_BODY), fakes.reply(201, {"id": 1})]
+    client = make_client()
+    assert await client.post(f"{REPO_URL}/issues/1/comments", data={"body": "x"}) == {"id": 1}
+    assert sleeps.delays == [60.0]
+    assert len(transport.sent) == 2
+
+
+async def test_secondary_rate_limit_403_without_headers_is_bounded_and_never_a_permission_error(
+    make_client, transport, sleeps, fakes
+):
+    transport.script = [fakes.reply(403, SECONDARY_BODY)] * 4
+    client = make_client(policy=RetryPolicy(max_rate_limit_retries=2))
+    with pytest.raises(RateLimited, match="still limited after 2 waits") as info:
+        await client.getitem(REPO_URL)
+    assert isinstance(info.value, gidgethub.RateLimitExceeded)
+    assert info.value.status_code == 403
+    assert sleeps.delays == [60.0, 60.0]
+    assert len(transport.sent) == 3
+
+
+async def test_secondary_rate_limit_403_longer_than_the_max_wait_raises_rate_limited(
+    make_client, transport, sleeps, fakes
+):
+    transport.script = [fakes.reply(403, SECONDARY_BODY)]
+    client = make_client(policy=RetryPolicy(max_rate_limit_wait=30.0))
+    with pytest.raises(RateLimited, match="secondary rate limit"):
+        await client.getitem(REPO_URL)
+    assert sleeps.delays == []
+
+
 # -- ETags -----------------------------------------------------------------------------------------
 
 
@@ -439,3 +505,14 @@ async def test_retries_log_no_token_and_no_signed_query(make_client, transport, 
 def test_client_needs_a_session_or_a_transport():
     with pytest.raises(ValueError):
         GitHubClient(None, "x")
+
+
+def test_a_rate_limit_is_not_a_refusal_though_gidgethub_raises_it_as_a_4xx() -> None:
+    import http
+
+    limited = RateLimited("secondary rate limit", status=403, retry_after=None, headers={})
+    assert isinstance(limited, gidgethub.BadRequest) and not is_refusal(limited)
+    assert is_refusal(gidgethub.BadRequest(http.HTTPStatus.FORBIDDEN))
+    assert is_refusal(gidgethub.BadRequest(http.HTTPStatus.NOT_FOUND))
+    assert not is_refusal(gidgethub.GitHubBroken(http.HTTPStatus.BAD_GATEWAY))
+    assert not is_refusal(asyncio.TimeoutError())

@@ -116,3 +116,23 @@ async def test_with_the_real_repo_config_parser(make_client, transport, fakes):
     invalid = await fetch_repo_config(gh, "octo/demo", "main", parse_repo_config)
     assert isinstance(invalid.error, RepoConfigError)
     assert "no_such_setting" in str(invalid.error)
+
+
+async def test_the_result_names_the_revision_of_the_file(make_client, transport, fakes):
+    """The blob SHA GitHub answers names the file's revision (one report per invalid revision)."""
+    blob = "3d21ec53a331a6f037a91c368710b99387d012c1"
+    transport.script = [
+        fakes.reply(200, {**file_answer("- a list\n"), "sha": blob}),
+        fakes.reply(200, file_answer("- a list\n")),  # no sha: the text's hash stands in
+        fakes.reply(200, file_answer("- another list\n")),
+        fakes.reply(404, {"message": "Not Found"}),
+    ]
+    gh = make_client()
+    with_sha = await fetch_repo_config(gh, "octo/demo", "main", parse)
+    assert with_sha.sha == blob and with_sha.revision == blob and not with_sha.ok
+    hashed = await fetch_repo_config(gh, "octo/demo", "main", parse)
+    other = await fetch_repo_config(gh, "octo/demo", "main", parse)
+    assert hashed.sha is None and len(hashed.revision) == 40
+    assert hashed.revision != other.revision
+    missing = await fetch_repo_config(gh, "octo/demo", "main", parse)
+    assert missing.revision == ""

@@ -127,8 +127,9 @@ async def test_an_invalid_config_is_answered_with_its_errors(ctx, store, gh, wak
         await start_task(ctx, ISSUE, login="alice", config=RepoConfig(), config_error=errors)
 
     assert await store.get_task_by_issue("octo/widgets", 7) is None
-    assert [(r.method, r.path) for r in gh.requests] == [("POST", COMMENTS_PATH)]
-    body = gh.requests[0].body["body"]
+    # the issue's comments are looked through for an earlier report of the same errors first
+    assert [(r.method, r.path) for r in gh.requests] == [("GET", COMMENTS_PATH), ("POST", COMMENTS_PATH)]
+    body = gh.sent("POST", COMMENTS_PATH)[0].body["body"]
     assert "`.github/patchwright.yml` on the default branch is not valid" in body
     assert "line 2: budget.max_attempts: Input should be greater than or equal to 1\nline 5: colour: unknown key" in body
     assert "`@patchwright retry`" in body

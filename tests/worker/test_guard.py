@@ -240,3 +240,58 @@ def test_redact_explicit_secrets_and_token_patterns() -> None:
     assert redact(f"token {GH}", [], patterns=False) == f"token {GH}"
     # Longer secrets first, so a secret containing another is fully removed.
     assert redact("abcdefgh-ijkl", ["abcdefgh", "abcdefgh-ijkl"], patterns=False) == "[REDACTED]"
+
+
+# -- GitHub's stateless installation tokens (ghs_<app id>_<JWT>, ~520 characters, dots) ------
+
+
+def _stateless_token() -> str:
+    """Shaped like GitHub's stateless installation tokens; obviously fake, built at runtime."""
+    import base64
+    import json
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    payload = part(json.dumps({"iss": "123456", "inst": 98765432, "sub": "fake"}).encode())
+    return f"ghs_123456_{header}.{payload}.{part(bytes(range(255, -1, -1)))}"
+
+
+GHS_STATELESS = _stateless_token()
+TOKENS_BY_PREFIX = {
+    "ghp_": GH,
+    "gho_": "gho_" + GH[4:],
+    "ghu_": "ghu_" + GH[4:],
+    "ghr_": "ghr_" + GH[4:],
+    "ghs_": GHS,
+    "github_pat_": GH_PAT,
+    "ghs_ stateless": GHS_STATELESS,
+}
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "export GH_TOKEN={t}\n",
+        "git remote add origin https://x-access-token:{t}@github.com/o/r.git\n",
+        '{{"token": "{t}"}}\n',
+        # After an escape sequence: the letter before the token is not a word it belongs to.
+        '{{"log": "cloned with:\\n{t}\\n"}}\n',
+        "curl 'https://e.invalid/?q=token%3D{t}'\n",
+        'headers = "Authorization:%20token%20{t}"\n',
+    ],
+)
+@pytest.mark.parametrize("name", list(TOKENS_BY_PREFIX))
+def test_a_commit_adding_any_github_token_is_refused(name: str, template: str) -> None:
+    token = TOKENS_BY_PREFIX[name]
+    violations = check_changes([ChangedFile("src/ci.py", "A", template.format(t=token))])
+    assert [v.rule for v in violations] == ["github_token"], (name, template)
+    assert token[-8:] not in violations[0].message
+    assert name.split()[0] + "…" in violations[0].message
+
+
+@pytest.mark.parametrize("name", list(TOKENS_BY_PREFIX))
+def test_a_token_glued_to_a_word_is_not_one(name: str) -> None:
+    token = TOKENS_BY_PREFIX[name]
+    assert check_changes([ChangedFile("src/a.py", "A", f"name = 'x{token}'\n")]) == []

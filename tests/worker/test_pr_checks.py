@@ -92,3 +92,29 @@ async def test_when_github_refuses_the_controls_run_the_progress_run_still_ends(
     await pr.report_not_pushed(gh, repo=REPO, running=running, error="", failed=False)
     [(method, url, _)] = gh.calls
     assert method == "PATCH" and url.endswith("/101")
+
+
+class ReplyClient:
+    """Review-thread replies: ``fail`` maps a thread id to the exception its reply raises."""
+
+    def __init__(self, fail: dict[str, Exception]) -> None:
+        self.fail = fail
+
+    async def post(self, url: str, *, data: dict[str, Any]) -> dict[str, Any]:
+        thread = url.rstrip("/").split("/")[-2]
+        if thread in self.fail:
+            raise self.fail[thread]
+        return {"id": 1}
+
+
+async def test_a_rate_limited_reply_is_left_for_later_and_a_refused_one_is_not() -> None:
+    from bot.github.client import RateLimited
+
+    gh = ReplyClient(
+        {
+            "2": RateLimited("secondary rate limit", status=403, retry_after=None, headers={}),
+            "3": gidgethub.BadRequest(http.HTTPStatus.NOT_FOUND),
+        }
+    )
+    answered = await pr.reply_addressed(gh, repo=REPO, pr_number=7, thread_ids=["1", "2", "3"], head_sha="c" * 40)
+    assert answered == ["1", "3"]  # thread 2 is answered again after the next push
