@@ -1037,6 +1037,7 @@ def requests_by_operation(world: DemoWorld) -> Counter[str]:
 async def story_facts(world: DemoWorld, story: Story) -> list[str]:
     """The closing lines: where the task, PR and issue ended, budget, GitHub traffic."""
     task = await world.task(story.marks.issue)
+    violations = world.emulator.violations()
     repo = world.emulator.repo(REPO)
     issue = repo.issues[story.marks.issue]
     pr = repo.issues.get(story.marks.pr)
@@ -1066,7 +1067,10 @@ async def story_facts(world: DemoWorld, story: Story) -> list[str]:
             f"traffic   {sum(ops.values())} API requests by the bot ({len(ops)} operations); {len(rows)} "
             f"webhooks: {acted} acted on, {len(rows) - acted} ignored with the reason recorded"
         ),
-        f"checks    {len(world.emulator.violations())} violations of GitHub's REST description",
+        (
+            f"checks    {sum(v.kind != 'webhook' for v in violations)} violations of GitHub's REST description; "
+            f"{sum(v.kind == 'webhook' for v in violations)} webhooks that break GitHub's payload schemas"
+        ),
     ]
 
 

@@ -2,8 +2,9 @@
 
 Every route is a thin JSON wrapper over a method of :class:`~bot.sandbox.emulator.Emulator`.
 Creating routes answer the created object's REST representation. Faults never apply here.
-Also served: pre-signed job-log URLs (``/_emulator/logs/…``) and GitHub's App-manifest form
-(``POST /settings/apps/new``), which redirects to the manifest's ``redirect_url`` with a code.
+Also served: pre-signed job-log URLs (``/_emulator/logs/…``), external CI build logs
+(``/_emulator/external-ci/…``) and GitHub's App-manifest form (``POST /settings/apps/new``),
+which redirects to the manifest's ``redirect_url`` with a code.
 """
 
 from __future__ import annotations
@@ -138,8 +139,17 @@ def add_actor_routes(app: web.Application, emulator: Emulator) -> None:
 
     @route("POST", "/installations/{installation_id}/tokens")
     async def create_token(request: web.Request) -> web.StreamResponse:
-        record = await em.create_token(_number(request, "installation_id"))
-        return _json({"token": record.token, "expires_at": record.expires_at}, 201)
+        body = await _body(request)
+        stateless = body.get("stateless")
+        record = await em.create_token(
+            _number(request, "installation_id"),
+            permissions=body.get("permissions"),
+            stateless=bool(stateless) if stateless is not None else None,
+        )
+        return _json(
+            {"token": record.token, "expires_at": record.expires_at, "permissions": record.permissions},
+            201,
+        )
 
     @route("POST", "/app-manifests")
     async def register_manifest(request: web.Request) -> web.StreamResponse:
@@ -297,26 +307,64 @@ def add_actor_routes(app: web.Application, emulator: Emulator) -> None:
         )
         return _json({"delivery": delivery.summary() if delivery else None}, 201)
 
+    @route("PUT", "/repos/{owner}/{repo}/branches/{branch:.+}/protection")
+    async def protect_branch(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        protection = em.protect_branch(
+            _repo_name(request),
+            request.match_info["branch"],
+            required_checks=body.get("required_checks", []),
+            strict=bool(body.get("strict", False)),
+        )
+        return _json(
+            {
+                "branch": protection.branch,
+                "required_checks": list(protection.required_checks),
+                "strict": protection.strict,
+            }
+        )
+
+    @route("DELETE", "/repos/{owner}/{repo}/branches/{branch:.+}/protection")
+    async def unprotect_branch(request: web.Request) -> web.StreamResponse:
+        em.unprotect_branch(_repo_name(request), request.match_info["branch"])
+        return web.Response(status=204)
+
     # -- CI ------------------------------------------------------------------------------
     @route("POST", "/ci")
     async def configure_ci(request: web.Request) -> web.StreamResponse:
+        """``provider``: ``actions`` (check runs, workflow runs and jobs) or ``external``
+        (commit statuses by ``creator``, one per name in ``checks``)."""
         body = await _body(request)
+        provider = body.get("provider", "actions")
+        extra = {"creator": body["creator"]} if body.get("creator") else {}
         config = em.configure_ci(
             body["repo"],
             body["command"],
-            checks=body.get("checks") or ("ci",),
+            checks=body.get("checks") or (("ci",) if provider == "actions" else ("ci/external",)),
             timeout=float(body.get("timeout", 120)),
             env=body.get("env"),
+            provider=provider,
+            **extra,
         )
         return _json(
             {
                 "repo": body["repo"],
+                "provider": config.provider,
                 "command": config.command,
                 "checks": list(config.checks),
                 "timeout": config.timeout,
+                **({"creator": config.creator} if config.provider == "external" else {}),
             },
             201,
         )
+
+    @route("GET", "/external-ci/{owner}/{repo}/builds/{number}")
+    async def external_build_log(request: web.Request) -> web.StreamResponse:
+        repo = em.repo(_repo_name(request))
+        found = em.ci.external_logs.get(_number(request))
+        if found is None or found[0] != repo.id:
+            raise not_found()
+        return web.Response(text=found[1], content_type="text/plain", charset="utf-8")
 
     @route("POST", "/idle")
     async def idle(request: web.Request) -> web.StreamResponse:

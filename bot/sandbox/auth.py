@@ -9,6 +9,7 @@ import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +28,86 @@ _EXP_INVALID = (
 )
 TOKEN_PREFIX = "ghs_"
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+STATELESS_TOKEN_LENGTH = 520  # GitHub: "~520 characters", ghs_<app id>_<JWT>
+_JWT_HEADER = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"RS256","typ":"JWT"}
+_RS256_SIGNATURE_LENGTH = 342  # base64url of 256 bytes, unpadded
+
+NOT_ACCESSIBLE = "Resource not accessible by integration"
+ACCESS_LEVELS = ("read", "write", "admin")
+Requirement = tuple[tuple[str, str], ...]  # alternatives: any one (permission, level) suffices
+
+# What an installation token needs per REST operation (GitHub's "Permissions required for
+# GitHub Apps", server-to-server). Alternatives are listed where GitHub accepts either
+# permission; the issue-number operations also accept ``pull_requests`` when the issue is a
+# pull request (see PULL_REQUEST_AWARE). ``metadata: read`` every installation has.
+# Operations that take the App's JWT instead are not listed (JWT_OPERATIONS in rest.py).
+OPERATION_PERMISSIONS: Mapping[str, Requirement] = MappingProxyType(
+    {
+        "apps/list-repos-accessible-to-installation": (),
+        "repos/get": (("metadata", "read"),),
+        "repos/get-collaborator-permission-level": (("metadata", "read"),),
+        "actions/get-job-for-workflow-run": (("actions", "read"),),
+        "actions/download-job-logs-for-workflow-run": (("actions", "read"),),
+        "actions/re-run-job-for-workflow-run": (("actions", "write"),),
+        "actions/list-workflow-runs-for-repo": (("actions", "read"),),
+        "actions/get-workflow-run": (("actions", "read"),),
+        "actions/list-jobs-for-workflow-run": (("actions", "read"),),
+        "actions/list-workflow-runs": (("actions", "read"),),
+        "repos/get-branch": (("contents", "read"),),
+        "checks/create": (("checks", "write"),),
+        "checks/get": (("checks", "read"),),
+        "checks/update": (("checks", "write"),),
+        "checks/list-annotations": (("checks", "read"),),
+        "checks/rerequest-run": (("checks", "write"),),
+        "checks/get-suite": (("checks", "read"),),
+        "checks/list-for-suite": (("checks", "read"),),
+        "checks/list-for-ref": (("checks", "read"),),
+        "repos/get-combined-status-for-ref": (("statuses", "read"),),
+        "repos/list-commit-statuses-for-ref": (("statuses", "read"),),
+        "repos/compare-commits": (("contents", "read"),),
+        "repos/get-content": (("contents", "read"),),
+        "git/get-ref": (("contents", "read"),),
+        "git/delete-ref": (("contents", "write"),),
+        "issues/list-for-repo": (("issues", "read"),),
+        "issues/get": (("issues", "read"),),
+        "issues/update": (("issues", "write"),),
+        "issues/list-comments": (("issues", "read"),),
+        "issues/create-comment": (("issues", "write"),),
+        "issues/get-comment": (("issues", "read"),),
+        "issues/update-comment": (("issues", "write"),),
+        "issues/add-labels": (("issues", "write"),),
+        "issues/remove-label": (("issues", "write"),),
+        "issues/create-label": (("issues", "write"), ("pull_requests", "write")),
+        "reactions/create-for-issue": (("issues", "write"),),
+        "reactions/create-for-issue-comment": (("issues", "write"),),
+        "reactions/create-for-pull-request-review-comment": (("pull_requests", "write"),),
+        "pulls/list": (("pull_requests", "read"),),
+        "pulls/create": (("pull_requests", "write"),),
+        "pulls/get": (("pull_requests", "read"), ("contents", "read")),
+        "pulls/update": (("pull_requests", "write"),),
+        "pulls/list-files": (("pull_requests", "read"),),
+        "pulls/list-review-comments": (("pull_requests", "read"),),
+        "pulls/create-reply-for-review-comment": (("pull_requests", "write"),),
+        "pulls/list-reviews": (("pull_requests", "read"),),
+        "pulls/get-review": (("pull_requests", "read"),),
+        "pulls/list-comments-for-review": (("pull_requests", "read"),),
+    }
+)
+# Issue operations that ``pull_requests`` (same level) also allows when the issue is a PR.
+PULL_REQUEST_AWARE = frozenset(
+    {
+        "issues/get",
+        "issues/update",
+        "issues/list-comments",
+        "issues/create-comment",
+        "issues/get-comment",
+        "issues/update-comment",
+        "issues/add-labels",
+        "issues/remove-label",
+        "reactions/create-for-issue",
+        "reactions/create-for-issue-comment",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -84,12 +165,49 @@ def check_public_key(pem: str) -> str:
     ).decode()
 
 
+def _random_text(length: int) -> str:
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(length))
+
+
 def new_token() -> str:
     """An opaque installation token: ``ghs_`` and 36 random letters and digits."""
-    return TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(36))
+    return TOKEN_PREFIX + _random_text(36)
+
+
+def new_stateless_token(app_id: int) -> str:
+    """A token of GitHub's stateless format: ``ghs_<app id>_<JWT>``, 520 characters of
+    ``[A-Za-z0-9._]`` with two dots (matches GitHub's advice ``ghs_[A-Za-z0-9._]{36,}``)."""
+    head = f"{TOKEN_PREFIX}{app_id}_{_JWT_HEADER}."
+    payload = STATELESS_TOKEN_LENGTH - len(head) - 1 - _RS256_SIGNATURE_LENGTH
+    return f"{head}{_random_text(payload)}.{_random_text(_RS256_SIGNATURE_LENGTH)}"
+
+
+def with_metadata(permissions: Mapping[str, str]) -> dict[str, str]:
+    """``permissions`` plus the ``metadata: read`` every installation token carries."""
+    granted = dict(permissions)
+    if granted.get("metadata") not in ACCESS_LEVELS:
+        granted["metadata"] = "read"
+    return granted
+
+
+def level_allows(have: str | None, need: str) -> bool:
+    """Whether access level ``have`` (read < write < admin) covers ``need``."""
+    if have not in ACCESS_LEVELS:
+        return False
+    return ACCESS_LEVELS.index(have) >= ACCESS_LEVELS.index(need)
+
+
+def permits(permissions: Mapping[str, str], requirement: Requirement) -> bool:
+    """Whether a token's ``permissions`` meet one of ``requirement``'s alternatives."""
+    if not requirement:
+        return True
+    granted = with_metadata(permissions)
+    return any(level_allows(granted.get(name), level) for name, level in requirement)
 
 
 def looks_like_jwt(value: str) -> bool:
+    """An App JWT (three dot-separated parts); installation tokens, stateless ones included,
+    start with ``ghs_``."""
     return value.count(".") == 2 and not value.startswith(TOKEN_PREFIX)
 
 

@@ -1,12 +1,19 @@
-"""The CI actor: runs a repository's command on pushed commits and reports like GitHub Actions.
+"""The CI actors: run a repository's command on pushed commits and report the result.
 
-Per run: a check suite of the GitHub Actions app, one check run and one workflow job per
-configured check name (the job id equals its check run id, as on GitHub), a workflow run, and a
-commit status per name, with webhooks in GitHub's order::
+Two providers, configurable side by side on one repository:
+
+``actions`` (GitHub Actions): per run a check suite of the GitHub Actions app, one check run and
+one workflow job per configured check name (the job id equals its check run id, as on GitHub)
+and a workflow run; no commit statuses (Actions posts none). Webhooks in GitHub's order::
 
     workflow_run.requested, (check_run.created, workflow_job.queued) per name,
     workflow_job.in_progress per name, workflow_job.completed per name, check_run.completed per
-    name, check_suite.completed, workflow_run.completed, status per name
+    name, check_suite.completed, workflow_run.completed
+
+``external`` (a CI service outside GitHub, e.g. Jenkins): commit statuses only, posted by the
+account ``creator``: ``pending`` per context when the build starts, then ``success``,
+``failure`` or ``error``, each with a ``target_url`` to the build log (served by the emulator
+at ``/_emulator/external-ci/<owner>/<repo>/builds/<id>``). Webhooks: ``status`` per change.
 """
 
 from __future__ import annotations
@@ -36,15 +43,25 @@ if TYPE_CHECKING:
 WORKFLOW_PATH = ".github/workflows/ci.yml"
 OUTPUT_TAIL_LINES = 60
 STATUS_STATES = MappingProxyType({"success": "success", "failure": "failure", "timed_out": "error"})
+CI_PROVIDERS = ("actions", "external")
+EXTERNAL_CI_CREATOR = "external-ci"
 
 
 @dataclass(frozen=True)
 class CIConfig:
+    """``checks``: check-run (and job) names for ``actions``, status contexts for ``external``."""
+
     command: str
     checks: tuple[str, ...] = ("ci",)
     timeout: float = 120.0
     env: Mapping[str, str] = field(default_factory=dict)
     workflow_name: str = "CI"
+    provider: str = "actions"  # one of CI_PROVIDERS
+    creator: str = EXTERNAL_CI_CREATOR  # external: who posts the statuses
+
+    def __post_init__(self) -> None:
+        if self.provider not in CI_PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(CI_PROVIDERS)}, not {self.provider!r}")
 
 
 def output_tail(log: str, lines: int = OUTPUT_TAIL_LINES) -> str:
@@ -61,15 +78,24 @@ class CIRunner:
 
     def __init__(self, emulator: Emulator, *, concurrency: int = 2) -> None:
         self.emulator = emulator
-        self.configs: dict[int, CIConfig] = {}
+        self.configs: dict[int, dict[str, CIConfig]] = {}  # repo id -> provider -> config
         self._tasks: set[asyncio.Task[None]] = set()
-        self._seen: set[tuple[int, str]] = set()
+        self._seen: set[tuple[int, str, str]] = set()  # (repo id, sha, provider)
         self._concurrency = concurrency
         self._semaphore: asyncio.Semaphore | None = None
         self.errors: list[str] = []
+        self.external_logs: dict[int, tuple[int, str]] = {}  # build id -> (repo id, log)
 
     def configure(self, repo: Repo, config: CIConfig) -> None:
-        self.configs[repo.id] = config
+        """Run ``config`` on ``repo`` (replacing an earlier config of the same provider)."""
+        self.configs.setdefault(repo.id, {})[config.provider] = config
+
+    def unconfigure(self, repo: Repo, provider: str | None = None) -> None:
+        """Stop running CI of ``provider`` (every provider when None) on ``repo``."""
+        if provider is None:
+            self.configs.pop(repo.id, None)
+        else:
+            self.configs.get(repo.id, {}).pop(provider, None)
 
     def head_commit_of(self, repo: Repo, sha: str) -> dict[str, Any] | None:
         info = self.emulator.cached_commit(repo, sha)
@@ -78,18 +104,17 @@ class CIRunner:
     def maybe_schedule(
         self, repo: Repo, branch: str | None, sha: str | None, event: str, actor: Account | None = None
     ) -> None:
-        """Run CI for ``sha`` if configured, not run yet, and the branch is the default branch
-        or the head of an open PR."""
-        if sha is None or branch is None or repo.id not in self.configs:
-            return
-        if (repo.id, sha) in self._seen:
+        """Run each configured CI for ``sha`` if it has not run yet there, and the branch is the
+        default branch or the head of an open PR."""
+        if sha is None or branch is None or not self.configs.get(repo.id):
             return
         heads = {
             issue.pull.head_ref for issue in repo.pulls() if issue.pull is not None and issue.state == "open"
         }
         if branch != repo.default_branch and branch not in heads:
             return
-        self.schedule(repo, branch, sha, event, actor=actor)
+        for provider in list(self.configs[repo.id]):
+            self.schedule(repo, branch, sha, event, actor=actor, provider=provider)
 
     def schedule(
         self,
@@ -100,16 +125,18 @@ class CIRunner:
         *,
         force: bool = False,
         actor: Account | None = None,
+        provider: str = "actions",
     ) -> None:
-        config = self.configs.get(repo.id)
+        config = self.configs.get(repo.id, {}).get(provider)
         if config is None:
             return
-        if not force and (repo.id, sha) in self._seen:
+        key = (repo.id, sha, provider)
+        if not force and key in self._seen:
             return
-        self._seen.add((repo.id, sha))
+        self._seen.add(key)
         task = asyncio.create_task(
             self._run(repo, config, branch, sha, event, actor or repo.owner),
-            name=f"emulator-ci-{repo.full_name}-{sha[:8]}",
+            name=f"emulator-ci-{provider}-{repo.full_name}-{sha[:8]}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -141,7 +168,10 @@ class CIRunner:
             self._semaphore = asyncio.Semaphore(self._concurrency)
         try:
             async with self._semaphore:
-                await self._pipeline(repo, config, branch, sha, event, actor)
+                if config.provider == "external":
+                    await self._external(repo, config, sha)
+                else:
+                    await self._pipeline(repo, config, branch, sha, event, actor)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep the emulator alive; tests read ci.errors
@@ -228,7 +258,15 @@ class CIRunner:
             check.status, check.started_at = "in_progress", started
             job_event("in_progress", job)
 
-        result = await run_ci(
+        result = await self._run_command(repo, config, sha)
+        self._finish(repo, config, checks, jobs, result, actor, job_event)
+        run.status, run.conclusion, run.updated_at = "completed", _run_conclusion(result), em.now()
+        workflow_run_event("completed")
+
+    async def _run_command(self, repo: Repo, config: CIConfig, sha: str) -> CIResult:
+        """Run the configured CI command on ``sha`` of ``repo`` (either provider)."""
+        em = self.emulator
+        return await run_ci(
             em.git.path(repo.owner.login, repo.name),
             sha,
             config.command,
@@ -238,18 +276,35 @@ class CIRunner:
             job_name=config.checks[0],
             clock=lambda: datetime.fromtimestamp(em.clock(), timezone.utc),
         )
-        self._finish(repo, config, checks, jobs, result, actor, job_event)
-        run.status, run.conclusion, run.updated_at = "completed", _run_conclusion(result), em.now()
-        workflow_run_event("completed")
-        for job in jobs:
+
+    async def _external(self, repo: Repo, config: CIConfig, sha: str) -> None:
+        """An external CI service's build: statuses only (pending, then the result)."""
+        em = self.emulator
+        creator = em.account(config.creator)
+        build_id = em.new_id()
+        self.external_logs[build_id] = (repo.id, "")
+        target_url = f"{em.base_url}/_emulator/external-ci/{repo.full_name}/builds/{build_id}"
+        for context in config.checks:
+            await em.create_status(
+                repo,
+                sha,
+                state="pending",
+                context=context,
+                creator=creator,
+                description="Build started",
+                target_url=target_url,
+            )
+        result = await self._run_command(repo, config, sha)
+        self.external_logs[build_id] = (repo.id, result.log)
+        for context in config.checks:
             await em.create_status(
                 repo,
                 sha,
                 state=STATUS_STATES.get(result.conclusion, "failure"),
-                context=job.name,
-                creator=actions.bot,
+                context=context,
+                creator=creator,
                 description=_status_description(result),
-                target_url=shapes.job(repo, job)["html_url"],
+                target_url=target_url,
             )
 
     def _finish(

@@ -19,7 +19,8 @@ from .emulator import Emulator
 
 
 def parse_repo_arg(value: str) -> tuple[str, Path]:
-    """``owner/name=DIR`` → (``owner/name``, DIR)."""
+    """``owner/name=DIR`` → (``owner/name``, DIR) (DIR as given; relative to the current
+    directory, which :func:`run_emulator` resolves before anything changes it)."""
     name, sep, directory = value.partition("=")
     if not sep or name.count("/") != 1 or not all(name.split("/")) or not directory:
         raise argparse.ArgumentTypeError(f"expected owner/name=DIR, got {value!r}")
@@ -46,7 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ci-check", dest="ci_checks", action="append", default=[], help="check name (repeatable)"
     )
+    parser.add_argument(
+        "--ci-provider",
+        choices=("actions", "external"),
+        default="actions",
+        help="report CI as GitHub Actions (check runs) or as an external service (commit statuses)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for fault injection")
+    parser.add_argument(
+        "--stateless-tokens",
+        action="store_true",
+        help="issue installation tokens in GitHub's new ~520-character format",
+    )
+    parser.add_argument(
+        "--mergeable-null-reads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="reads of a changed pull request that answer mergeable: null (default 1)",
+    )
     parser.add_argument(
         "--request-log", type=Path, default=None, help="append API requests to this JSONL file"
     )
@@ -62,17 +81,30 @@ async def run_emulator(
     webhook_secret: str | None = None,
     ci_command: str | None = None,
     ci_checks: Sequence[str] = (),
+    ci_provider: str = "actions",
     seed: int = 0,
+    stateless_tokens: bool = False,
+    mergeable_null_reads: int = 1,
     request_log: Path | None = None,
     print_line: Callable[[str], None] = print,
     ready: Callable[[Emulator, dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or the task is cancelled), after printing the credentials."""
+    repos = [(full_name, Path(directory).expanduser().resolve()) for full_name, directory in repos]
+    for full_name, directory in repos:
+        if not directory.is_dir():
+            raise SystemExit(f"patchwright emulator: --repo {full_name}={directory}: not a directory")
     with tempfile.TemporaryDirectory(prefix="pw-emulator-") as scratch:
-        root = Path(data_dir) if data_dir is not None else Path(scratch)
+        root = Path(data_dir).expanduser().resolve() if data_dir is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        emulator = Emulator(root, seed=seed, request_log=request_log)
+        emulator = Emulator(
+            root,
+            seed=seed,
+            request_log=Path(request_log).expanduser().resolve() if request_log is not None else None,
+            stateless_tokens=stateless_tokens,
+            mergeable_null_reads=mergeable_null_reads,
+        )
         await emulator.start(port)
         try:
             secret = webhook_secret or secrets.token_hex(20)
@@ -88,7 +120,10 @@ async def run_emulator(
                 )
             if ci_command:
                 for full_name, _ in repos:
-                    emulator.configure_ci(full_name, ci_command, checks=tuple(ci_checks) or ("ci",))
+                    default = ("ci",) if ci_provider == "actions" else ("ci/external",)
+                    emulator.configure_ci(
+                        full_name, ci_command, checks=tuple(ci_checks) or default, provider=ci_provider
+                    )
             key_path = root / f"{app['slug']}.private-key.pem"
             key_path.write_text(app["private_key"] or "")
             key_path.chmod(0o600)
@@ -134,7 +169,10 @@ def run_from_args(args: argparse.Namespace) -> int:
                 webhook_secret=args.webhook_secret,
                 ci_command=args.ci_command,
                 ci_checks=args.ci_checks,
+                ci_provider=args.ci_provider,
                 seed=args.seed,
+                stateless_tokens=args.stateless_tokens,
+                mergeable_null_reads=args.mergeable_null_reads,
                 request_log=args.request_log,
             )
         )

@@ -22,19 +22,21 @@ from aiohttp import web
 
 from . import auth
 from .actors import add_actor_routes
-from .ci import CIConfig, CIRunner
+from .ci import EXTERNAL_CI_CREATOR, CIConfig, CIRunner
 from .errors import ApiError, not_found, unprocessable, validation_failed
-from .faults import FaultInjector
-from .git_http import add_git_routes, parse_basic_or_bearer
+from .faults import FaultConfig, FaultInjector
+from .git_http import GIT_TOKEN_USER, add_git_routes, parse_basic
 from .gitrepos import GitRepos, RefUpdate
 from .openapi import RestDescription
 from .rest import RestApi
 from .shapes import REACTION_CONTENTS, Shapes, iso, node_id, parse_time
 from .state import (
     ACTIONS_APP_ID,
+    ALWAYS_DELIVERED_EVENTS,
     PERMISSION_LEVELS,
     Account,
     App,
+    BranchProtection,
     CheckRun,
     CheckSuite,
     CommitStatus,
@@ -67,6 +69,7 @@ CONCLUSION_PRIORITY = (
     "skipped",
     "success",
 )
+PASSING_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
 _CLOSING_KEYWORDS = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
 _ZEN = (
     "Design for failure.",
@@ -80,8 +83,12 @@ class Emulator:
     """A stateful stand-in for GitHub on 127.0.0.1.
 
     ``clock`` returns the current time in epoch seconds (JWTs are checked against it, tokens
-    expire by it). ``mergeable_null_reads`` is how many reads of a changed PR still answer
-    ``mergeable: null`` before git computes the value (0: the first read computes it).
+    expire by it). ``mergeable_null_reads`` is how many reads of a PR after each change to it
+    or its base still answer ``mergeable: null`` before git computes the value (0: the first
+    read computes it; GitHub computes lazily, so the default is 1). ``stateless_tokens``: issue
+    installation tokens in GitHub's new ~520-character format. Both can also be switched with
+    the fault settings (``faults.configure``). ``check_actions_require_completed``: a click on a
+    check run's button is refused unless the run is completed (GitHub shows buttons only then).
     """
 
     def __init__(
@@ -96,7 +103,9 @@ class Emulator:
         description: RestDescription | None = None,
         request_log: Path | None = None,
         validate_responses: bool = False,
-        mergeable_null_reads: int = 0,
+        mergeable_null_reads: int = 1,
+        stateless_tokens: bool = False,
+        check_actions_require_completed: bool = True,
         host: str = "127.0.0.1",
     ) -> None:
         self.root_dir = Path(root_dir)
@@ -106,12 +115,12 @@ class Emulator:
         self.rate_limit = rate_limit
         self.request_log = request_log
         self.validate_responses = validate_responses
-        self.mergeable_null_reads = mergeable_null_reads
+        self.check_actions_require_completed = check_actions_require_completed
         self.host = host
         self.description = description or RestDescription.load()
         self.git = GitRepos(self.root_dir / "repos")
         self.faults = FaultInjector(seed)
-        self.webhooks = WebhookSender(clock=clock, faults=self.faults)
+        self.webhooks = WebhookSender(clock=clock, faults=self.faults, record_violation=self.record_violation)
         self.ci = CIRunner(self)
         self.base_url = f"http://{host}:0"
         self._next_id = 1001
@@ -128,7 +137,26 @@ class Emulator:
         self._rate_buckets: dict[str, list[float]] = {}  # label -> [used, reset]
         self._runner: web.AppRunner | None = None
         self.shapes = Shapes(self.base_url, self.apps)
+        self.faults.set_baseline(
+            FaultConfig(mergeable_null_reads=mergeable_null_reads, stateless_tokens=stateless_tokens)
+        )
         self._create_actions_app()
+
+    @property
+    def mergeable_null_reads(self) -> int:
+        return self.faults.config.mergeable_null_reads
+
+    @mergeable_null_reads.setter
+    def mergeable_null_reads(self, reads: int) -> None:
+        self.faults.configure({"mergeable_null_reads": reads})
+
+    @property
+    def stateless_tokens(self) -> bool:
+        return self.faults.config.stateless_tokens
+
+    @stateless_tokens.setter
+    def stateless_tokens(self, enabled: bool) -> None:
+        self.faults.configure({"stateless_tokens": bool(enabled)})
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, port: int = 0) -> str:
@@ -344,14 +372,35 @@ class Emulator:
         """Queue ``payload`` for every App installed on ``repo`` that subscribes to ``event``."""
         sent = []
         for app, installation in self._targets(repo, only_app):
-            if event not in app.events:
-                continue
             body = dict(payload)
             body["installation"] = {"id": installation.id, "node_id": node_id("II", installation.id)}
-            sent.append(
-                self.webhooks.enqueue(self._target(app, installation), event, body, repository=repo.full_name)
-            )
+            delivery = self.deliver(app, installation, event, body, repository=repo.full_name)
+            if delivery is not None:
+                sent.append(delivery)
         return sent
+
+    @staticmethod
+    def subscribed(app: App, event: str) -> bool:
+        """Whether GitHub sends ``event`` to ``app``: the events it subscribes to, and the
+        installation events and pings every App gets."""
+        return event in ALWAYS_DELIVERED_EVENTS or event in app.events
+
+    def deliver(
+        self,
+        app: App,
+        installation: Installation | None,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        repository: str | None = None,
+    ) -> Delivery | None:
+        """The one way a webhook leaves the emulator: queued when ``app`` subscribes to ``event``
+        (None otherwise)."""
+        if not self.subscribed(app, event):
+            return None
+        if repository is None:
+            return self.webhooks.enqueue(self._target(app, installation), event, payload)
+        return self.webhooks.enqueue(self._target(app, installation), event, payload, repository=repository)
 
     def _target(self, app: App, installation: Installation | None) -> WebhookTarget:
         return WebhookTarget(
@@ -477,7 +526,9 @@ class Emulator:
         if repo is not None:
             payload["repository"] = self.shapes.webhook_repository(repo)
         payload["sender"] = self.shapes.user(app.owner)
-        return self.webhooks.enqueue(self._target(app, None), "ping", payload)
+        delivery = self.deliver(app, None, "ping", payload)
+        assert delivery is not None  # pings always go out
+        return delivery
 
     def _repository_ref(self, repo: Repo) -> dict[str, Any]:
         return {
@@ -513,7 +564,7 @@ class Emulator:
             "requester": None,
             "sender": self.shapes.user(who),
         }
-        self.webhooks.enqueue(self._target(app, installation), "installation", payload)
+        self.deliver(app, installation, "installation", payload)
         return self.shapes.installation(installation, app)
 
     def installation(self, installation_id: int) -> Installation:
@@ -557,7 +608,7 @@ class Emulator:
                 "requester": None,
                 "sender": self.shapes.user(who),
             }
-            self.webhooks.enqueue(self._target(app, installation), "installation_repositories", payload)
+            self.deliver(app, installation, "installation_repositories", payload)
         return self.shapes.installation(installation, app)
 
     async def delete_installation(self, installation_id: int) -> None:
@@ -575,7 +626,7 @@ class Emulator:
         for token, record in list(self.tokens.items()):
             if record.installation_id == installation_id:
                 record.expires_at = 0
-        self.webhooks.enqueue(self._target(app, installation), "installation", payload)
+        self.deliver(app, installation, "installation", payload)
 
     def issue_token(
         self,
@@ -583,24 +634,38 @@ class Emulator:
         *,
         repository_ids: Iterable[int] | None = None,
         permissions: Mapping[str, str] | None = None,
+        stateless: bool | None = None,
     ) -> InstallationToken:
+        """A new installation token: the App's permissions (or the subset asked for), always
+        with ``metadata: read``; in the stateless format when ``stateless`` (default: the
+        emulator's ``stateless_tokens`` setting)."""
         ids = tuple(repository_ids) if repository_ids is not None else tuple(installation.repository_ids)
         app = self.apps[installation.app_id]
         now = self.clock()
+        if stateless is None:
+            stateless = self.stateless_tokens
         record = InstallationToken(
-            token=auth.new_token(),
+            token=auth.new_stateless_token(app.id) if stateless else auth.new_token(),
             installation_id=installation.id,
             created_at=now,
             expires_at=now + self.token_ttl,
             repository_ids=ids,
-            permissions=dict(permissions or app.permissions),
+            permissions=auth.with_metadata(permissions or app.permissions),
         )
         self.tokens[record.token] = record
         return record
 
-    async def create_token(self, installation_id: int) -> InstallationToken:
+    async def create_token(
+        self,
+        installation_id: int,
+        *,
+        permissions: Mapping[str, str] | None = None,
+        stateless: bool | None = None,
+    ) -> InstallationToken:
         """An installation token without going through the JWT exchange (for tests and demo)."""
-        return self.issue_token(self.installation(installation_id))
+        return self.issue_token(
+            self.installation(installation_id), permissions=permissions, stateless=stateless
+        )
 
     def token_principal(self, token: str) -> auth.Principal:
         """The installation behind a token; ``ApiError(401)`` if unknown or expired."""
@@ -754,7 +819,7 @@ class Emulator:
             )
             self.emit(repo, "pull_request", payload)
         else:
-            payload = self.envelope(repo, sender, action, issue=self.shapes.issue(repo, issue), **extra)
+            payload = self.envelope(repo, sender, action, issue=self.shapes.webhook_issue(repo, issue), **extra)
             self.emit(repo, "issues", payload)
 
     async def open_issue(
@@ -829,7 +894,7 @@ class Emulator:
             repo,
             sender,
             "created",
-            issue=self.shapes.issue(repo, issue),
+            issue=self.shapes.webhook_issue(repo, issue),
             comment=self.shapes.issue_comment(repo, comment),
         )
         self.emit(repo, "issue_comment", payload)
@@ -845,7 +910,7 @@ class Emulator:
             sender,
             "edited",
             changes={"body": {"from": old}},
-            issue=self.shapes.issue(repo, issue),
+            issue=self.shapes.webhook_issue(repo, issue),
             comment=self.shapes.issue_comment(repo, comment),
         )
         self.emit(repo, "issue_comment", payload)
@@ -996,25 +1061,101 @@ class Emulator:
         pull.changed_files = len(files)
 
     async def refresh_mergeable(self, repo: Repo, issue: Issue) -> None:
-        """Compute ``mergeable`` with git if a change made it unknown (GitHub does this lazily)."""
+        """What a read of the PR shows. After a change to the PR or its base, ``mergeable`` is
+        ``null`` (``mergeable_state: unknown``) for ``mergeable_null_reads`` reads, then git
+        computes it (GitHub does this lazily). Once known, ``mergeable_state`` follows the
+        current state on every read: ``dirty`` (conflicts), ``draft``, ``blocked`` (required
+        checks of the base branch's protection missing, pending or failing), ``behind`` (strict
+        protection and the head lacks the base's tip), ``unstable`` (other checks or statuses
+        pending or failing), else ``clean``."""
         pull = issue.pull
         assert pull is not None
-        if issue.state != "open" or not pull.mergeable_stale:
+        if issue.state != "open":
             return
-        if pull.null_reads_left > 0:
-            pull.null_reads_left -= 1
+        if pull.mergeable_stale:
+            if pull.null_reads_left > 0:
+                pull.null_reads_left -= 1
+                return
+            owner, name = repo.owner.login, repo.name
+            base_sha = await self.git.ref_sha(owner, name, pull.base_ref)
+            head_sha = await self.git.ref_sha(owner, name, pull.head_ref)
+            if base_sha is not None:
+                pull.base_sha = base_sha
+            if head_sha is not None:
+                pull.head_sha = head_sha
+            check = await self.git.merge_check(owner, name, pull.base_sha, pull.head_sha)
+            pull.conflicts = not check.clean
+            pull.mergeable = check.clean
+            pull.mergeable_stale = False
+        if pull.mergeable is None:
             return
-        owner, name = repo.owner.login, repo.name
-        base_sha = await self.git.ref_sha(owner, name, pull.base_ref)
-        head_sha = await self.git.ref_sha(owner, name, pull.head_ref)
-        if base_sha is not None:
-            pull.base_sha = base_sha
-        if head_sha is not None:
-            pull.head_sha = head_sha
-        check = await self.git.merge_check(owner, name, pull.base_sha, pull.head_sha)
-        pull.mergeable = check.clean
-        pull.mergeable_state = "clean" if check.clean else "dirty"
-        pull.mergeable_stale = False
+        pull.mergeable_state = await self.mergeable_state(repo, issue)
+
+    async def mergeable_state(self, repo: Repo, issue: Issue) -> str:
+        """``mergeable_state`` of an open PR whose mergeability git has computed."""
+        pull = issue.pull
+        assert pull is not None
+        if pull.conflicts:
+            return "dirty"
+        if pull.draft:
+            return "draft"
+        protection = repo.protections.get(pull.base_ref)
+        required = set(protection.required_checks) if protection else set()
+        checks = self.check_states(repo, pull.head_sha)
+        if any(checks.get(name) != "success" for name in required):
+            return "blocked"
+        if protection is not None and protection.strict:
+            owner, name = repo.owner.login, repo.name
+            if not await self.git.is_ancestor(owner, name, pull.base_sha, pull.head_sha):
+                return "behind"
+        if any(state != "success" for name, state in checks.items() if name not in required):
+            return "unstable"
+        return "clean"
+
+    def check_states(self, repo: Repo, sha: str) -> dict[str, str]:
+        """Name -> ``success`` | ``pending`` | ``failure`` of the checks on ``sha``: the latest
+        check run per name (of any App) and the latest commit status per context."""
+        states: dict[str, str] = {}
+        latest_runs: dict[str, CheckRun] = {}
+        for run in sorted(repo.check_runs.values(), key=lambda r: r.id):
+            if run.head_sha == sha:
+                latest_runs[run.name] = run
+        for name, run in latest_runs.items():
+            if run.status != "completed":
+                states[name] = "pending"
+            else:
+                states[name] = "success" if run.conclusion in PASSING_CONCLUSIONS else "failure"
+        latest_statuses: dict[str, CommitStatus] = {}
+        for status in sorted(repo.statuses, key=lambda s: (s.created_at, s.id)):
+            if status.sha == sha:
+                latest_statuses[status.context] = status
+        for context, status in latest_statuses.items():
+            state = {"success": "success", "pending": "pending"}.get(status.state, "failure")
+            if states.get(context) in (None, "success"):
+                states[context] = state
+        return states
+
+    def protect_branch(
+        self,
+        repo_name: str,
+        branch: str | None = None,
+        *,
+        required_checks: Iterable[str] = (),
+        strict: bool = False,
+    ) -> BranchProtection:
+        """Branch protection with required status checks (check-run names or status contexts);
+        ``strict``: a PR's head must contain the branch's tip. Shapes ``mergeable_state``
+        (``blocked``, ``behind``) and refuses merges that it blocks."""
+        repo = self.repo(repo_name)
+        name = branch or repo.default_branch
+        protection = BranchProtection(name, tuple(required_checks), bool(strict))
+        repo.protections[name] = protection
+        return protection
+
+    def unprotect_branch(self, repo_name: str, branch: str | None = None) -> None:
+        repo = self.repo(repo_name)
+        if repo.protections.pop(branch or repo.default_branch, None) is None:
+            raise not_found("Branch not protected")
 
     async def create_pull(
         self,
@@ -1180,10 +1321,23 @@ class Emulator:
         head_sha = await self.git.ref_sha(owner, name, f"refs/heads/{pull.head_ref}") or pull.head_sha
         if base_sha is None:
             raise ApiError(405, "Base branch was modified. Review and try the merge again.")
+        if pull.draft:
+            raise ApiError(405, "Pull Request is still a draft")
         check = await self.git.merge_check(owner, name, base_sha, head_sha)
         if not check.clean or check.tree is None:
             pull.mergeable, pull.mergeable_state, pull.mergeable_stale = False, "dirty", False
+            pull.conflicts = True
             raise ApiError(405, "Pull Request is not mergeable")
+        protection = repo.protections.get(pull.base_ref)
+        if protection is not None:
+            checks = self.check_states(repo, head_sha)
+            for context in protection.required_checks:
+                state = checks.get(context)
+                if state != "success":
+                    verb = "expected" if state in (None, "pending") else "failing"
+                    raise ApiError(405, f'Required status check "{context}" is {verb}.')
+            if protection.strict and not await self.git.is_ancestor(owner, name, base_sha, head_sha):
+                raise ApiError(405, "Head branch is out of date with the base branch.")
         identity = (sender.name or sender.login, sender.email or f"{sender.login}@users.noreply.local")
         title = commit_title or (
             f"Merge pull request #{issue.number} from {repo.owner.login}/{pull.head_ref}"
@@ -1292,7 +1446,7 @@ class Emulator:
                 repo,
                 sender,
                 "created",
-                comment=self.shapes.review_comment(repo, repo.review_comments[comment_id]),
+                comment=self.shapes.webhook_review_comment(repo, repo.review_comments[comment_id]),
                 pull_request=pull_payload,
             )
             self.emit(repo, "pull_request_review_comment", payload)
@@ -1361,7 +1515,7 @@ class Emulator:
                 repo,
                 sender,
                 "created",
-                comment=self.shapes.review_comment(repo, reply),
+                comment=self.shapes.webhook_review_comment(repo, reply),
                 pull_request=pull_payload,
             ),
         )
@@ -1412,30 +1566,35 @@ class Emulator:
         info = await self.git.commit_info(owner, name, sha)
         return self.shapes.commit(repo, info)
 
-    async def _authorize_git(self, request: web.Request, owner: str, name: str, service: str) -> bool:
-        token = parse_basic_or_bearer(request)
-        if token is None:
-            return False
+    def _git_principal(self, request: web.Request) -> auth.Principal:
+        """Who a git request authenticates as. GitHub takes an installation token only as
+        ``Authorization: Basic base64("x-access-token:<token>")``; a ``Bearer``/``token``
+        header, another user name or an unknown/expired token authenticate nobody."""
+        credentials = parse_basic(request)
+        if credentials is None or credentials[0] != GIT_TOKEN_USER or not credentials[1]:
+            return auth.ANONYMOUS
         try:
-            principal = self.token_principal(token)
+            return self.token_principal(credentials[1])
         except ApiError:
+            return auth.ANONYMOUS
+
+    async def _authorize_git(self, request: web.Request, owner: str, name: str, service: str) -> bool:
+        principal = self._git_principal(request)
+        if principal.kind != "installation":
             return False
         repo = self.repos.get(f"{owner}/{name}".lower())
-        return repo is not None and self.token_can_see(principal, repo)
+        if repo is None or not self.token_can_see(principal, repo):
+            return False
+        assert principal.token is not None
+        need = "write" if service == "git-receive-pack" else "read"
+        return auth.permits(principal.token.permissions, (("contents", need),))
 
     async def _on_git_push(
         self, owner: str, name: str, updates: list[RefUpdate], request: web.Request
     ) -> None:
         repo = self.repo(f"{owner}/{name}")
-        token = parse_basic_or_bearer(request)
-        pusher = repo.owner
-        if token is not None:
-            try:
-                principal = self.token_principal(token)
-            except ApiError:
-                principal = auth.ANONYMOUS
-            if principal.app is not None:
-                pusher = principal.app.bot
+        principal = self._git_principal(request)
+        pusher = principal.app.bot if principal.app is not None else repo.owner
         await self.after_push(repo, updates, pusher)
 
     async def after_push(self, repo: Repo, updates: Iterable[RefUpdate], pusher: Account) -> None:
@@ -1465,12 +1624,33 @@ class Emulator:
                     pull.base_sha = update.new_sha
                     self._mark_unknown(issue)
                     await self._refresh_stats(repo, issue)
+            await self._request_check_suites(repo, branch, update, pusher)
             is_pr_head = any(
                 i.pull is not None and i.state == "open" and i.pull.head_ref == branch for i in repo.pulls()
             )
             self.ci.maybe_schedule(
                 repo, branch, update.new_sha, "pull_request" if is_pr_head else "push", pusher
             )
+
+    async def _request_check_suites(
+        self, repo: Repo, branch: str, update: RefUpdate, pusher: Account
+    ) -> None:
+        """As GitHub does for a newly pushed head commit: a check suite (queued) for every App
+        installed on the repository with ``checks: write``, and ``check_suite.requested`` to it
+        (when it subscribes). A commit that already has the App's suite gets no second one."""
+        sha = update.new_sha
+        assert sha is not None
+        await self.commit(repo, sha)  # cached: the payload's head_commit
+        for app, _installation in self._targets(repo):
+            if not auth.level_allows(app.permissions.get("checks"), "write"):
+                continue
+            if any(s.app_id == app.id and s.head_sha == sha for s in repo.check_suites.values()):
+                continue
+            suite = self.new_check_suite(repo, app.id, sha, branch, update.old_sha or "0" * 40)
+            payload = self.envelope(
+                repo, pusher, "requested", check_suite=self._check_suite_payload(repo, suite)
+            )
+            self.emit(repo, "check_suite", payload, only_app=app.id)
 
     async def _emit_push(self, repo: Repo, update: RefUpdate, pusher: Account) -> None:
         owner, name = repo.owner.login, repo.name
@@ -1507,7 +1687,7 @@ class Emulator:
             "ref": update.ref,
             "before": before,
             "after": after,
-            "repository": self.shapes.webhook_repository(repo),
+            "repository": self.shapes.push_repository(repo),
             "pusher": {"name": pusher.login, "email": pusher.email},
         }
         if repo.owner.type == "Organization":
@@ -1710,11 +1890,18 @@ class Emulator:
     def request_check_action(
         self, repo_name: str, check_run_id: int, identifier: str, user: str | None = None
     ) -> Delivery | None:
-        """A human clicks a check run's button (``check_run.requested_action`` to its App)."""
+        """A human clicks a check run's button (``check_run.requested_action`` to its App).
+        ``ApiError(422)`` and no webhook when the run is not completed (GitHub displays the
+        buttons of completed runs only; ``check_actions_require_completed=False`` lifts this)."""
         repo = self.repo(repo_name)
         run = repo.check_runs.get(check_run_id)
         if run is None:
             raise not_found()
+        if self.check_actions_require_completed and run.status != "completed":
+            raise unprocessable(
+                f"Check run {run.id} is {run.status}: GitHub shows a check run's buttons only once "
+                "it is completed, so nobody can click them"
+            )
         if not any(action.get("identifier") == identifier for action in run.actions):
             raise validation_failed(
                 "CheckRun", "identifier", "invalid", f"no action {identifier!r} on this check run"
@@ -1807,18 +1994,51 @@ class Emulator:
         timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
         workflow_name: str = "CI",
+        provider: str = "actions",
+        creator: str = EXTERNAL_CI_CREATOR,
     ) -> CIConfig:
-        """Run ``command`` on every push of the default branch or of a branch with an open PR."""
+        """Run ``command`` on every push of the default branch or of a branch with an open PR.
+
+        ``provider="actions"`` reports as GitHub Actions (check suite and runs, workflow run and
+        jobs, job logs; no commit statuses); ``provider="external"`` as a CI service outside
+        GitHub (commit statuses by ``creator``, one per name in ``checks``). Both can be
+        configured on one repository."""
         repo = self.repo(repo_name)
-        config = CIConfig(
-            command=command,
-            checks=tuple(checks) or ("ci",),
-            timeout=float(timeout),
-            env=dict(env or {}),
-            workflow_name=workflow_name,
-        )
+        try:
+            config = CIConfig(
+                command=command,
+                checks=tuple(checks) or ("ci",),
+                timeout=float(timeout),
+                env=dict(env or {}),
+                workflow_name=workflow_name,
+                provider=provider,
+                creator=creator,
+            )
+        except ValueError as exc:
+            raise validation_failed("CI", "provider", "invalid", str(exc)) from exc
         self.ci.configure(repo, config)
         return config
+
+    def configure_external_ci(
+        self,
+        repo_name: str,
+        command: str,
+        *,
+        contexts: Iterable[str] = ("ci/external",),
+        timeout: float = 120.0,
+        env: Mapping[str, str] | None = None,
+        creator: str = EXTERNAL_CI_CREATOR,
+    ) -> CIConfig:
+        """An external CI service: commit statuses (``contexts``) for ``command``'s result."""
+        return self.configure_ci(
+            repo_name,
+            command,
+            checks=contexts,
+            timeout=timeout,
+            env=env,
+            provider="external",
+            creator=creator,
+        )
 
     # -- snapshots -------------------------------------------------------------------------
     async def state_snapshot(self) -> dict[str, Any]:

@@ -9,23 +9,34 @@ DOCUMENTATION_URL = "https://docs.github.com/rest"
 
 
 class ApiError(Exception):
-    """An HTTP error answer: ``{"message", "documentation_url", "status"[, "errors"]}``."""
+    """An HTTP error answer: ``{"message", "documentation_url", "status"[, "errors"]}``.
+
+    ``errors`` is GitHub's list of error objects, or (as GitHub sends for an unsupported API
+    version) one string. ``rate_headers=False``: the answer carries no ``x-ratelimit-*``
+    headers (GitHub's secondary-rate-limit answers have none).
+    """
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        errors: Sequence[Mapping[str, Any]] | None = None,
+        errors: Sequence[Mapping[str, Any]] | str | None = None,
         headers: Mapping[str, str] | None = None,
         documentation_url: str = DOCUMENTATION_URL,
+        rate_headers: bool = True,
     ) -> None:
         super().__init__(f"{status} {message}")
         self.status = status
         self.message = message
-        self.errors = [dict(e) for e in errors] if errors is not None else None
+        self.errors: list[dict[str, Any]] | str | None
+        if errors is None or isinstance(errors, str):
+            self.errors = errors
+        else:
+            self.errors = [dict(e) for e in errors]
         self.headers = dict(headers or {})
         self.documentation_url = documentation_url
+        self.rate_headers = rate_headers
 
     def body(self) -> dict[str, Any]:
         data: dict[str, Any] = {"message": self.message}

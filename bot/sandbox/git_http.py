@@ -31,12 +31,37 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
 _STDERR_KEEP = 16 * 1024
 _AUTH_SCHEMES_TOKEN = ("bearer", "token")
+GIT_TOKEN_USER = "x-access-token"  # the user name GitHub expects with an installation token
+
+
+def parse_basic(request: web.Request) -> tuple[str, str] | None:
+    """(user, password) of an ``Authorization: Basic`` header; ``None`` for any other scheme,
+    a malformed value or a missing header. This is all GitHub's git endpoints accept."""
+    return parse_basic_value(request.headers.get("Authorization", ""))
+
+
+def parse_basic_value(value: str) -> tuple[str, str] | None:
+    """:func:`parse_basic` for a raw header value."""
+    scheme, _, credentials = value.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return user, password
 
 
 def parse_basic_or_bearer(request: web.Request) -> str | None:
-    """The token of an ``Authorization`` header: ``Basic base64(user:token)`` (any user name;
-    a token given as the user name with an empty password also counts), ``Bearer <token>`` or
-    ``token <token>``. ``None`` when absent or malformed."""
+    """The token of an ``Authorization`` header, leniently: ``Basic base64(user:token)`` (any
+    user name; a token given as the user name with an empty password also counts),
+    ``Bearer <token>`` or ``token <token>``. ``None`` when absent or malformed. (The REST API
+    takes all of these; the emulator's git endpoints take only :func:`parse_basic` with
+    :data:`GIT_TOKEN_USER`, as GitHub does.)"""
     return parse_authorization(request.headers.get("Authorization", ""))
 
 
@@ -46,18 +71,12 @@ def parse_authorization(value: str) -> str | None:
     credentials = credentials.strip()
     if not credentials:
         return None
-    scheme = scheme.lower()
-    if scheme in _AUTH_SCHEMES_TOKEN:
+    if scheme.lower() in _AUTH_SCHEMES_TOKEN:
         return credentials
-    if scheme != "basic":
+    basic = parse_basic_value(value)
+    if basic is None:
         return None
-    try:
-        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        return None
+    user, password = basic
     return password or user or None
 
 

@@ -352,6 +352,10 @@ class GitRepos:
         path = self.path(owner, name)
         if path.exists():
             raise FileExistsError(f"repository {owner}/{name} already exists")
+        if source_dir is not None:
+            source_dir = Path(source_dir).expanduser().resolve()  # git runs with cwd elsewhere
+            if not source_dir.is_dir():
+                raise ValueError(f"source directory {source_dir} is not a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         await run_git(
             ["init", "--quiet", "--bare", f"--initial-branch={default_branch}", str(path)],

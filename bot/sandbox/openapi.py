@@ -65,6 +65,7 @@ class Operation:
     body_required: bool
     responses: Mapping[str, str | None]  # status -> JSON schema pointer (None: no JSON body)
     resource: str  # the name GitHub uses in validation errors, e.g. "Issue"
+    documentation_url: str = DOCUMENTATION_URL  # the operation's page in GitHub's REST docs
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class RestDescription:
             body_required=body_required,
             responses=responses,
             resource=_RESOURCE_NAMES.get(operation_id.split("/")[0], "Resource"),
+            documentation_url=str((op.get("externalDocs") or {}).get("url") or DOCUMENTATION_URL),
         )
 
     # -- lookup --------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The REST API: every operation of GitHub's REST description, answered from emulator state.
 
-One catch-all route takes each request through the same steps: match the operation (404 and a
-violation if none), authenticate (JWT or installation token), validate path, query and body
-against the description (404/422 and a violation), inject configured faults, apply the rate
-limit, run the operation, then add ``ETag``/304, ``Link`` and ``x-ratelimit-*`` headers, check
-the answer against the response schema when asked to, and record the request.
+One catch-all route takes each request through the same steps: check ``X-GitHub-Api-Version``
+(400 and a violation for a version GitHub does not serve), match the operation (501 and a
+violation if the emulator has none), authenticate (JWT or installation token), validate path,
+query and body against the description (404/422 and a violation), inject configured faults,
+apply the rate limit, find the repository (404 when the token cannot see it), hold the token to
+the operation's permission (403 "Resource not accessible by integration"), run the operation,
+then add ``ETag``/304, ``Link`` and ``x-ratelimit-*`` headers, check the answer against the
+response schema when asked to, and record the request.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import asyncio
 import hashlib
 import json
 import math
+import secrets
 import time
-import uuid
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,10 +47,34 @@ JWT_OPERATIONS = frozenset(
 PUBLIC_OPERATIONS = frozenset({"apps/create-from-manifest"})
 LOG_URL_TTL = 60
 RATE_LIMIT_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+SECONDARY_RATE_LIMIT_DOCS = (
+    "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api"
+    "#about-secondary-rate-limits"
+)
 _NOT_ACCESSIBLE = (
     "There is at least one repository that does not exist or is not accessible to the parent installation."
 )
-API_VERSION = "2022-11-28"
+API_VERSION = "2022-11-28"  # what GitHub selects when a request names none
+SUPPORTED_API_VERSIONS = ("2026-03-10", "2022-11-28")  # newest first
+API_VERSION_HEADER = "X-GitHub-Api-Version"
+STATELESS_TOKEN_HEADER = "X-GitHub-Stateless-S2S-Token"  # enabled | disabled, per token request
+
+
+def unsupported_version_message(requested: str) -> str:
+    """GitHub's text for an ``X-GitHub-Api-Version`` it does not serve."""
+    newest, *others = SUPPORTED_API_VERSIONS
+    listed = f'"{newest}" (most recent)'
+    if others:
+        listed += "".join(f', "{v}"' for v in others[:-1]) + f' and "{others[-1]}"'
+    return (
+        f'The version you specified in the "X-GitHub-API-Version" request header, "{requested}", '
+        f"is not a supported version. The following versions are currently supported: {listed}."
+    )
+
+
+def github_request_id() -> str:
+    """An id shaped like GitHub's ``X-GitHub-Request-Id`` (``D24F:221686:28BC1:9F91F:69D56197``)."""
+    return ":".join(secrets.token_hex(n).upper().lstrip("0") or "0" for n in (2, 3, 3, 3, 4))
 
 
 @dataclass
@@ -124,44 +152,48 @@ class RestApi:
         label = "anonymous"
         operation: Operation | None = None
         count = True
+        rate_headers = True
+        version = request.headers.get(API_VERSION_HEADER, "").strip() or API_VERSION
         try:
             if raw_path.startswith("/_emulator"):
                 raise not_found()
             match = em.description.match(method, raw_path)
+            if version not in SUPPORTED_API_VERSIONS:
+                message = unsupported_version_message(version)
+                self._violation(
+                    "unsupported_api_version",
+                    request,
+                    match.operation if match else None,
+                    400,
+                    [{"message": message}],
+                )
+                version = API_VERSION
+                raise ApiError(400, "Bad Request", errors=message)
             if match is None:
                 label = self._identify(request).label
-                self._violation(
-                    "unknown_operation",
-                    request,
-                    None,
-                    404,
-                    [{"message": f"no operation {method} {raw_path}"}],
-                )
-                raise not_found()
+                raise self._not_implemented(request, None)
             operation = match.operation
             principal = self._authenticate(request, operation)
             label = principal.label
             call, body = self._validated(request, match, principal, raw_body)
             await self._inject_faults(label)
             if em.rate_limit_exhausted(label):
-                raise ApiError(
-                    403,
-                    f"API rate limit exceeded for {label.replace(':', ' ID ')}.",
-                    headers={"x-ratelimit-remaining": "0"},
-                )
+                raise self._primary_rate_limit(label, 403)
             handler = self.handlers.get(operation.operation_id)
             if handler is None:
-                raise ApiError(501, f"{operation.operation_id} is not implemented by the emulator")
+                raise self._not_implemented(request, operation)
             call.repo = self._resolve_repo(call)
+            self._authorize(call)
             reply = await handler(call)
             reply.headers.update(call.headers)
         except ApiError as error:
             reply = Reply(error.status, error.body(), dict(error.headers))
+            rate_headers = error.rate_headers
         payload = None if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
         headers = {
             "X-GitHub-Media-Type": "github.v3; format=json",
-            "X-GitHub-Api-Version-Selected": API_VERSION,
-            "X-GitHub-Request-Id": uuid.uuid4().hex[:20].upper(),
+            "X-GitHub-Api-Version-Selected": version,
+            "X-GitHub-Request-Id": github_request_id(),
             "Vary": "Accept, Authorization, Cookie, X-GitHub-OTP",
         }
         status = reply.status
@@ -172,8 +204,9 @@ class RestApi:
             if _etag_matches(request.headers.get("If-None-Match", ""), etag):
                 status, payload, count = 304, None, False
         rate = em.rate_limit_headers(label, count=count)
-        rate.update({k.lower(): v for k, v in reply.headers.items() if k.lower().startswith("x-ratelimit")})
-        headers.update(rate)
+        if rate_headers:
+            rate.update({k.lower(): v for k, v in reply.headers.items() if k.lower().startswith("x-ratelimit")})
+            headers.update(rate)
         headers.update({k: v for k, v in reply.headers.items() if not k.lower().startswith("x-ratelimit")})
         if em.validate_responses and operation is not None and status != 304:
             problems = em.description.response_problems(operation, status, reply.body)
@@ -198,6 +231,44 @@ class RestApi:
             return web.Response(status=status, headers=headers)
         headers["Content-Type"] = "application/json; charset=utf-8"
         return web.Response(status=status, body=payload, headers=headers)
+
+    def _not_implemented(self, request: web.Request, operation: Operation | None) -> ApiError:
+        """501 for a request the emulator cannot answer, and a violation: the bot called an
+        operation outside the REST description (or one the emulator lacks)."""
+        method, path = request.method.upper(), request.rel_url.raw_path
+        named = f"{method} {path}"
+        if operation is not None:
+            named += f" ({operation.operation_id})"
+        message = f"{named} is not implemented by the emulator"
+        self._violation("unknown_operation", request, operation, 501, [{"message": message}])
+        return ApiError(501, message)
+
+    def _authorize(self, call: Call) -> None:
+        """Hold an installation token to the operation's permission (GitHub's 403)."""
+        principal = call.principal
+        if principal.kind != "installation" or principal.token is None:
+            return
+        operation_id = call.operation.operation_id
+        requirement = auth.OPERATION_PERMISSIONS.get(operation_id)
+        if requirement is None:
+            raise ApiError(
+                403, auth.NOT_ACCESSIBLE, documentation_url=call.operation.documentation_url
+            )
+        if operation_id in auth.PULL_REQUEST_AWARE and self._targets_pull_request(call):
+            requirement = requirement + tuple(("pull_requests", level) for _, level in requirement)
+        if not auth.permits(principal.token.permissions, requirement):
+            raise ApiError(403, auth.NOT_ACCESSIBLE, documentation_url=call.operation.documentation_url)
+
+    def _targets_pull_request(self, call: Call) -> bool:
+        repo = call.repo
+        if repo is None:
+            return False
+        number = call.path.get("issue_number")
+        if number is None and "comment_id" in call.path:
+            comment = repo.comments.get(call.path["comment_id"])
+            number = comment.issue_number if comment is not None else None
+        issue = repo.issues.get(number) if isinstance(number, int) else None
+        return issue is not None and issue.pull is not None
 
     def _violation(
         self,
@@ -303,26 +374,36 @@ class RestApi:
         fault = faults.request_fault()
         if fault is None:
             return
-        request_id = uuid.uuid4().hex[:20].upper()
         if fault.kind == "server_error":
             messages = {500: "Server Error", 502: "Server Error", 503: "Service Unavailable"}
             raise ApiError(fault.status, messages.get(fault.status, "Server Error"))
         if fault.kind == "secondary_rate_limit":
+            headers = {} if fault.retry_after is None else {"retry-after": str(fault.retry_after)}
             raise ApiError(
-                403,
+                fault.status,
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
                 "again. If you reach out to GitHub Support for help, please include the request ID "
-                f"{request_id}.",
-                headers={"retry-after": str(fault.retry_after)},
-                documentation_url=f"{RATE_LIMIT_DOCS}#about-secondary-rate-limits",
+                f"{github_request_id()}.",
+                headers=headers,
+                documentation_url=SECONDARY_RATE_LIMIT_DOCS,
+                rate_headers=False,
             )
-        reset = self.em.rate_limit_headers(label, count=False)["x-ratelimit-reset"]
-        raise ApiError(
-            403,
+        raise self._primary_rate_limit(label, fault.status)
+
+    def _primary_rate_limit(self, label: str, status: int) -> ApiError:
+        """GitHub's answer once the hourly quota is used up: ``x-ratelimit-remaining: 0`` and
+        the ``x-ratelimit-reset`` epoch second when it refills."""
+        rate = self.em.rate_limit_headers(label, count=False)
+        rate["x-ratelimit-remaining"] = "0"
+        rate["x-ratelimit-used"] = rate["x-ratelimit-limit"]
+        stamp = datetime.fromtimestamp(self.em.clock(), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return ApiError(
+            status,
             f"API rate limit exceeded for {label.replace(':', ' ID ')}. If you reach out to GitHub "
-            f"Support for help, please include the request ID {request_id}.",
-            headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset},
-            documentation_url=RATE_LIMIT_DOCS,
+            f"Support for help, please include the request ID {github_request_id()} and timestamp "
+            f"{stamp}.",
+            headers=rate,
+            documentation_url=f"{RATE_LIMIT_DOCS}#about-rate-limits",
         )
 
     def _resolve_repo(self, call: Call) -> Repo | None:
@@ -428,13 +509,17 @@ class RestApi:
                 repo_ids.append(repo_id)
         permissions = body.get("permissions")
         if permissions:
-            granted = call.app.permissions
-            order = ("read", "write", "admin")
+            granted = auth.with_metadata(call.app.permissions)
             for key, level in permissions.items():
-                have = granted.get(key)
-                if have is None or order.index(level) > order.index(have):
+                if not auth.level_allows(granted.get(key), level):
                     raise unprocessable("The permissions requested are not granted to this installation.")
-        record = self.em.issue_token(installation, repository_ids=repo_ids, permissions=permissions)
+        stateless: bool | None = None
+        override = call.request.headers.get(STATELESS_TOKEN_HEADER, "").strip().lower()
+        if override in ("enabled", "disabled"):
+            stateless = override == "enabled"
+        record = self.em.issue_token(
+            installation, repository_ids=repo_ids, permissions=permissions, stateless=stateless
+        )
         data: dict[str, Any] = {
             "token": record.token,
             "expires_at": iso(record.expires_at),

@@ -77,6 +77,23 @@ _REPO_URL_SUFFIXES = (
     ("trees_url", "/git/trees{/sha}"),
 )
 
+# The keys of ``check_run.check_suite`` in check_run webhooks (a subset of the check_suite event's).
+_CHECK_RUN_SUITE_KEYS = (
+    "id",
+    "node_id",
+    "head_branch",
+    "head_sha",
+    "status",
+    "conclusion",
+    "url",
+    "before",
+    "after",
+    "pull_requests",
+    "app",
+    "created_at",
+    "updated_at",
+)
+
 
 def iso(timestamp: float | None) -> str | None:
     """GitHub's timestamp format (UTC, seconds, ``Z``)."""
@@ -307,12 +324,41 @@ class Shapes:
         return self.repository(repo)
 
     def webhook_repository(self, repo: Repo) -> dict[str, Any]:
-        """The repository object of webhook payloads (push payloads add a few keys)."""
-        data = self.repository(repo)
+        """The repository object of webhook payloads other than ``push`` (the organization is
+        the payload's top-level ``organization``, not a key of the repository)."""
+        return self.repository(repo)
+
+    def push_repository(self, repo: Repo) -> dict[str, Any]:
+        """The repository of ``push`` payloads: GitHub's legacy push shape, with epoch-second
+        ``created_at``/``pushed_at``, ``stargazers``, ``master_branch`` and the organization's
+        login as ``organization`` (GitHub's push schema; no other event has these)."""
+        data = self.webhook_repository(repo)
+        data["created_at"] = int(repo.created_at)
+        data["pushed_at"] = int(repo.pushed_at)
         data["stargazers"] = 0
         data["master_branch"] = repo.default_branch
         if repo.owner.type == "Organization":
             data["organization"] = repo.owner.login
+        return data
+
+    def lite_repository(self, repo: Repo) -> dict[str, Any]:
+        """The short repository of workflow runs (REST and webhooks alike): identity, owner and
+        the API URLs, no counts, dates or settings."""
+        url = f"{self.api}/repos/{repo.full_name}"
+        data: dict[str, Any] = {
+            "id": repo.id,
+            "node_id": node_id("R", repo.id),
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "private": repo.private,
+            "owner": self.user(repo.owner),
+            "html_url": f"{self.html}/{repo.full_name}",
+            "description": repo.description,
+            "fork": False,
+            "url": url,
+        }
+        for key, suffix in _REPO_URL_SUFFIXES:
+            data[key] = url + suffix
         return data
 
     def label(self, repo: Repo, label: Label) -> dict[str, Any]:
@@ -392,6 +438,12 @@ class Shapes:
                 "patch_url": f"{self.html}/{repo.full_name}/pull/{issue.number}.patch",
                 "merged_at": iso(issue.pull.merged_at),
             }
+        return data
+
+    def webhook_issue(self, repo: Repo, issue: Issue) -> dict[str, Any]:
+        """The issue of ``issues`` and ``issue_comment`` payloads: no ``closed_by`` (REST only)."""
+        data = self.issue(repo, issue)
+        del data["closed_by"]
         return data
 
     def issue_comment(self, repo: Repo, comment: IssueComment) -> dict[str, Any]:
@@ -584,6 +636,13 @@ class Shapes:
             data["in_reply_to_id"] = comment.in_reply_to_id
         return data
 
+    def webhook_review_comment(self, repo: Repo, comment: ReviewComment) -> dict[str, Any]:
+        """The comment of ``pull_request_review_comment`` payloads: no ``performed_via_github_app``
+        (GitHub's webhook schema has none)."""
+        data = self.review_comment(repo, comment)
+        del data["performed_via_github_app"]
+        return data
+
     # -- checks ----------------------------------------------------------------------------
     def _open_pulls_for_sha(self, repo: Repo, sha: str) -> list[dict[str, Any]]:
         return [
@@ -624,9 +683,11 @@ class Shapes:
         }
 
     def webhook_check_run(self, repo: Repo, run: CheckRun) -> dict[str, Any]:
+        """The check run of ``check_run`` payloads: its suite is the short one of GitHub's
+        webhook (no ``check_runs_url``, counts or ``rerequestable``)."""
         data = self.check_run(repo, run)
-        suite = repo.check_suites[run.suite_id]
-        data["check_suite"] = self.webhook_check_suite(repo, suite)
+        suite = self.webhook_check_suite(repo, repo.check_suites[run.suite_id])
+        data["check_suite"] = {key: suite[key] for key in _CHECK_RUN_SUITE_KEYS}
         return data
 
     def check_suite(self, repo: Repo, suite: CheckSuite, head_commit: dict[str, Any]) -> dict[str, Any]:
@@ -756,9 +817,8 @@ class Shapes:
             "previous_attempt_url": None,
             "workflow_url": f"{repo_url}/actions/workflows/{run.workflow_id}",
             "head_commit": head_commit,
-            "repository": self.minimal_repository(repo),
-            "head_repository": self.minimal_repository(repo),
-            "head_repository_id": repo.id,
+            "repository": self.lite_repository(repo),
+            "head_repository": self.lite_repository(repo),
         }
 
     def job(self, repo: Repo, job: WorkflowJob) -> dict[str, Any]:
@@ -867,12 +927,9 @@ class Shapes:
             "message": info.message,
             "timestamp": iso_datetime(info.committer_date),
             "url": f"{self.html}/{repo.full_name}/commit/{info.sha}",
-            "author": {"name": info.author_name, "email": info.author_email, "username": None},
-            "committer": {
-                "name": info.committer_name,
-                "email": info.committer_email,
-                "username": None,
-            },
+            # no "username": GitHub sends it only when the address belongs to a GitHub account
+            "author": {"name": info.author_name, "email": info.author_email},
+            "committer": {"name": info.committer_name, "email": info.committer_email},
             "added": added,
             "removed": removed,
             "modified": modified,

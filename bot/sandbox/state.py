@@ -8,6 +8,8 @@ from typing import Any
 
 ACTIONS_APP_ID = 15368  # the "GitHub Actions" app that owns CI check runs
 PERMISSION_LEVELS = ("none", "read", "triage", "write", "maintain", "admin")
+# The App the demo and the tests register: the same permissions and events as the repository's
+# ``app.yml`` (tests/sandbox/test_emulator_strict.py holds them equal).
 DEFAULT_APP_PERMISSIONS = MappingProxyType(
     {
         "actions": "read",
@@ -29,9 +31,10 @@ DEFAULT_APP_EVENTS = (
     "pull_request_review_comment",
     "push",
     "status",
-    "workflow_job",
     "workflow_run",
 )
+# Sent to every App whatever it subscribes to.
+ALWAYS_DELIVERED_EVENTS = frozenset({"ping", "installation", "installation_repositories"})
 
 
 @dataclass
@@ -134,6 +137,7 @@ class PullState:
     mergeable_state: str = "unknown"
     mergeable_stale: bool = True  # recompute with git on the next read
     null_reads_left: int = 0
+    conflicts: bool = False  # what git said when mergeability was last computed
     commits: int = 0
     additions: int = 0
     deletions: int = 0
@@ -296,6 +300,16 @@ class WorkflowRun:
 
 
 @dataclass
+class BranchProtection:
+    """The part of branch protection that shapes ``mergeable_state``: required status checks
+    (check-run names or commit-status contexts) and whether the head must be up to date."""
+
+    branch: str
+    required_checks: tuple[str, ...] = ()
+    strict: bool = False
+
+
+@dataclass
 class Repo:
     id: int
     owner: Account
@@ -319,6 +333,7 @@ class Repo:
     workflow_runs: dict[int, WorkflowRun] = field(default_factory=dict)
     jobs: dict[int, WorkflowJob] = field(default_factory=dict)
     collaborators: dict[str, str] = field(default_factory=dict)  # lower-case login -> level
+    protections: dict[str, BranchProtection] = field(default_factory=dict)  # branch -> rules
 
     @property
     def full_name(self) -> str:
@@ -398,7 +413,9 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # unknown_operation | invalid_path | invalid_query | invalid_body | invalid_json | response
+    # unknown_operation | invalid_path | invalid_query | invalid_body | invalid_json | response
+    # | unsupported_api_version | webhook (a delivery that breaks GitHub's payload schemas)
+    kind: str
     method: str
     path: str
     operation_id: str | None

@@ -2,6 +2,10 @@
 
 GitHub never retries a failed delivery by itself; it keeps a delivery log and offers
 "Redeliver", which sends the same body with the same ``X-GitHub-Delivery``. So does this sender.
+
+Every delivery queued is validated against GitHub's webhook schemas
+(:mod:`.webhook_schemas`); each problem becomes a ``webhook`` violation through the
+``record_violation`` callback, like the REST checks' violations.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 import aiohttp
 
 from .faults import FaultInjector
-from .state import Delivery
+from .state import Delivery, Violation
+from .webhook_schemas import WebhookSchemas, default_schemas
 
 USER_AGENT = "GitHub-Hookshot/5e3f0c1"
 RESPONSE_BODY_LIMIT = 4096
@@ -60,10 +65,17 @@ class WebhookSender:
         clock: Callable[[], float],
         faults: FaultInjector,
         timeout: float = 10.0,
+        record_violation: Callable[[Violation], None] | None = None,
+        schemas: WebhookSchemas | None = None,
     ) -> None:
+        """``record_violation`` receives one violation per schema problem of a queued payload
+        (None: payloads are not validated); ``schemas`` defaults to the shipped ones, loaded on
+        the first delivery."""
         self._clock = clock
         self._faults = faults
         self._timeout = timeout
+        self._record_violation = record_violation
+        self._schemas = schemas
         self._queue: asyncio.Queue[Delivery] | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -137,6 +149,7 @@ class WebhookSender:
             body=body,
             redelivery=False,
         )
+        self._validate(delivery)
         if target.url is None:
             delivery.status = "failed"
             delivery.error = "the app has no webhook URL"
@@ -145,6 +158,25 @@ class WebhookSender:
         elif self._queue is not None:
             self._queue.put_nowait(delivery)
         return delivery
+
+    def _validate(self, delivery: Delivery) -> None:
+        """Record a violation for each way the delivered body breaks GitHub's webhook schemas."""
+        if self._record_violation is None:
+            return
+        if self._schemas is None:
+            self._schemas = default_schemas()
+        for problem in self._schemas.problems(delivery.event, json.loads(delivery.body)):
+            self._record_violation(
+                Violation(
+                    kind="webhook",
+                    method="POST",
+                    path=delivery.url or "",
+                    operation_id=problem.kind,
+                    status=0,
+                    errors=({**problem.as_dict(), "delivery": delivery.id, "guid": delivery.guid},),
+                    time=self._clock(),
+                )
+            )
 
     def redeliver(self, delivery_id: int) -> Delivery:
         """Send a logged delivery again: same body, same ``X-GitHub-Delivery``."""

@@ -460,7 +460,7 @@ async def e2e(
                 await conn.close()
     bad = [v.as_dict() for v in emulator.violations()]
     assert not bad, (
-        f"requests or responses that break GitHub's REST description: {json.dumps(bad, indent=1)[:4000]}"
+        f"requests or responses that break GitHub's REST description or webhook schemas: {json.dumps(bad, indent=1)[:4000]}"
     )
 
 
@@ -542,7 +542,7 @@ async def make_world(
             finally:
                 await conn.close()
     bad = [v.as_dict() for world in worlds for v in world.emulator.violations()]
-    assert not bad, f"requests or responses that break GitHub's REST description: {json.dumps(bad, indent=1)[:4000]}"
+    assert not bad, f"requests or responses that break GitHub's REST description or webhook schemas: {json.dumps(bad, indent=1)[:4000]}"
 
 
 __all__ = [

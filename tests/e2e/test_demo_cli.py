@@ -63,7 +63,7 @@ def test_the_demo_runs_to_the_end_in_well_under_two_minutes(tmp_path):
         "attempt  kind            outcome  head SHA  CI",
         "max_attempts 5 → 7 (feedback and conflicts are free); 3 retries left",
         "GitHub    PR #2 merged; issue #1 closed; 1 status comment, edited in place",
-        "checks    0 violations of GitHub's REST description",
+        "checks    0 violations of GitHub's REST description; 0 webhooks that break GitHub's payload schemas",
         "the story ended as it should.",
     ):
         assert line in out, f"{line!r} missing from the demo's output:\n{out}"

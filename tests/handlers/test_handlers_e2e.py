@@ -89,6 +89,9 @@ async def test_command_from_writer_acts_with_thumbs_up(harness):
 async def test_failing_ci_through_four_event_kinds_yields_exactly_one_retry(harness):
     h = harness
     h.emulator.configure_ci(REPO, "python -m pytest -q", checks=("tests",))
+    # GitHub Actions reports check runs, a check suite and a workflow run, but no commit statuses;
+    # an external CI service running the same tests reports the fourth kind, `status`.
+    h.emulator.configure_external_ci(REPO, "python -m pytest -q", contexts=("tests",))
     issue = await h.emulator.open_issue(REPO, title="Make size 2", body="b", user="maintainer")
     await label(h, issue["number"], "maintainer")
     task = await h.bot_pushed(issue["number"], files={"widget.py": "def size():\n    return 3\n"})

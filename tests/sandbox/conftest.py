@@ -63,11 +63,25 @@ def clock() -> Clock:
     return Clock()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "emulator_options(**kwargs): keyword arguments for the `emulator` fixture's Emulator "
+        "(e.g. mergeable_null_reads=0, check_actions_require_completed=False)",
+    )
+
+
 @pytest.fixture
 async def emulator(
-    tmp_path: Path, rest_description: RestDescription, clock: Clock
+    tmp_path: Path, rest_description: RestDescription, clock: Clock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Emulator]:
-    em = Emulator(tmp_path / "emulator", description=rest_description, validate_responses=True, clock=clock)
+    options: dict[str, Any] = {}
+    marker = request.node.get_closest_marker("emulator_options")
+    if marker is not None:
+        options.update(marker.kwargs)
+    em = Emulator(
+        tmp_path / "emulator", description=rest_description, validate_responses=True, clock=clock, **options
+    )
     await em.start()
     try:
         yield em
@@ -185,6 +199,16 @@ class World:
 
     async def settle(self) -> None:
         await self.emulator.idle()
+
+    async def read_pull(self, number: int, *, gh: GitHubAPI | None = None, tries: int = 5) -> dict[str, Any]:
+        """``GET`` the pull request until GitHub (the emulator) has computed ``mergeable``, as
+        a client must: the first reads after a change answer ``null``."""
+        gh = gh or self.gh()
+        for _ in range(tries):
+            pull = await gh.getitem(f"/repos/{self.repo}/pulls/{number}")
+            if pull["mergeable"] is not None:
+                return pull
+        raise AssertionError(f"mergeable still null after {tries} reads")
 
     async def forget_hooks(self) -> None:
         """Wait for pending deliveries, then forget what the receiver got so far."""

@@ -195,7 +195,11 @@ async def test_pull_request_actors_review_commit_merge(world):
         {"branch": "patchwright/1-answer", "files": {"CONST.txt": "42\n"}, "user": "alice"},
     )
     await world.settle()
-    assert world.receiver.events() == [("push", None), ("pull_request", "synchronize")]
+    assert world.receiver.events() == [
+        ("push", None),
+        ("pull_request", "synchronize"),
+        ("check_suite", "requested"),  # a new head commit: a suite for the App (checks: write)
+    ]
     assert world.receiver.of("pull_request")[0].data["sender"]["login"] == "alice"
     await world.forget_hooks()
 
@@ -204,7 +208,12 @@ async def test_pull_request_actors_review_commit_merge(world):
     status, again = await world.actor("POST", f"/repos/{world.repo}/pulls/2/merge", {"user": "alice"})
     assert status == 405
     await world.settle()
-    assert world.receiver.events() == [("pull_request", "closed"), ("push", None), ("issues", "closed")]
+    assert world.receiver.events() == [
+        ("pull_request", "closed"),
+        ("push", None),
+        ("check_suite", "requested"),
+        ("issues", "closed"),
+    ]
     closed = world.receiver.of("pull_request", "closed")[0].data["pull_request"]
     assert (
         closed["merged"] is True
@@ -233,7 +242,7 @@ async def test_conflicting_commit_then_close_pr_actor(world):
         f"/repos/{world.repo}/commits",
         {"branch": "main", "files": {"README.md": "# conflict\n"}, "user": "alice"},
     )
-    pr = await world.gh().getitem(f"/repos/{world.repo}/pulls/1")
+    pr = await world.read_pull(1)
     assert (pr["mergeable"], pr["mergeable_state"]) == (False, "dirty")
     status, result = await world.actor("POST", f"/repos/{world.repo}/pulls/1/merge", {"user": "alice"})
     assert status == 405

@@ -1,6 +1,10 @@
-"""The CI actor: runs a command on pushes and reports checks, Actions runs/jobs/logs, statuses."""
+"""The CI actors: GitHub Actions (checks, Actions runs/jobs/logs; no statuses) and an external
+CI service (commit statuses only)."""
 
 from __future__ import annotations
+
+import gidgethub
+import pytest
 
 FAILING = "echo 'FAILED tests/test_app.py::test_answer - assert 41 == 42'\nexit 3"
 
@@ -64,28 +68,18 @@ async def test_failing_command_reports_failure_with_log_between_step_markers(wor
         assert response.status == 403
 
     combined = await gh.getitem(f"/repos/{world.repo}/commits/{head}/status")
-    assert combined["state"] == "failure" and sorted(s["context"] for s in combined["statuses"]) == [
-        "lint",
-        "test",
-    ]
+    assert combined["state"] == "pending" and combined["total_count"] == 0  # Actions posts no statuses
 
+    # workflow_job events exist, but this App (like app.yml) does not subscribe to them
     events = [e for e in world.receiver.events() if e[0] != "pull_request"]
     assert events == [
         ("workflow_run", "requested"),
         ("check_run", "created"),
-        ("workflow_job", "queued"),
         ("check_run", "created"),
-        ("workflow_job", "queued"),
-        ("workflow_job", "in_progress"),
-        ("workflow_job", "in_progress"),
-        ("workflow_job", "completed"),
-        ("workflow_job", "completed"),
         ("check_run", "completed"),
         ("check_run", "completed"),
         ("check_suite", "completed"),
         ("workflow_run", "completed"),
-        ("status", None),
-        ("status", None),
     ]
     suite = world.receiver.of("check_suite", "completed")[0].data["check_suite"]
     assert suite["conclusion"] == "failure" and suite["head_sha"] == head
@@ -93,6 +87,12 @@ async def test_failing_command_reports_failure_with_log_between_step_markers(wor
 
 
 async def test_passing_command_reports_success_and_rerun(world):
+    status, _ = await world.actor(
+        "POST",
+        "/ci",
+        {"repo": world.repo, "command": "test -f x.txt", "provider": "external", "checks": ["jenkins"]},
+    )
+    assert status == 201
     pr = await _pr_with_ci(world, "test -f x.txt && echo ok", ["ci"])
     await world.emulator.ci_idle()
     gh = world.gh()
@@ -101,12 +101,19 @@ async def test_passing_command_reports_success_and_rerun(world):
         ("ci", "completed", "success")
     ]
     status = await gh.getitem(f"/repos/{world.repo}/commits/{pr['head']['sha']}/status")
-    assert status["state"] == "success"
+    assert status["state"] == "success"  # the external CI's status; Actions posts none
+    assert [(s["context"], s["state"]) for s in status["statuses"]] == [("jenkins", "success")]
     await world.forget_hooks()
     job_id = runs["check_runs"][0]["id"]
+    with pytest.raises(gidgethub.BadRequest) as refused:  # app.yml grants actions: read only
+        await gh.post(f"/repos/{world.repo}/actions/jobs/{job_id}/rerun", data={})
+    assert refused.value.status_code == 403
+    world.emulator.app(world.app["id"]).permissions["actions"] = "write"
+    gh = world.gh(token=(await world.emulator.create_token(world.installation_id)).token)
     assert await gh.post(f"/repos/{world.repo}/actions/jobs/{job_id}/rerun", data={}) == {}
     await world.emulator.ci_idle()
     assert ("workflow_run", "completed") in world.receiver.events()
+    assert ("status", None) not in world.receiver.events()  # re-running a job is Actions only
     assert len(world.emulator.repo(world.repo).workflow_runs) == 2
 
     # a push to the default branch runs CI too
@@ -116,3 +123,43 @@ async def test_passing_command_reports_success_and_rerun(world):
     runs = await gh.getitem(f"/repos/{world.repo}/actions/runs?branch=main")
     assert runs["total_count"] == 1 and runs["workflow_runs"][0]["event"] == "push"
     assert runs["workflow_runs"][0]["conclusion"] == "success"
+
+
+async def test_external_ci_posts_commit_statuses_only(world):
+    status, config = await world.actor(
+        "POST",
+        "/ci",
+        {
+            "repo": world.repo,
+            "command": FAILING,
+            "provider": "external",
+            "checks": ["ci/jenkins", "ci/lint"],
+            "creator": "jenkins",
+            "timeout": 30,
+        },
+    )
+    assert status == 201 and config["provider"] == "external" and config["creator"] == "jenkins"
+    await world.emulator.push_commit(world.repo, branch="ext", files={"x.txt": "x\n"}, user="alice")
+    pr = await world.emulator.open_pull(world.repo, head="ext", title="Ext", user="alice")
+    await world.emulator.ci_idle()
+    head = pr["head"]["sha"]
+    repo = world.emulator.repo(world.repo)
+    assert not repo.workflow_runs and not [r for r in repo.check_runs.values() if r.head_sha == head]
+    statuses = [e for e in world.receiver.of("status")]
+    assert [(d.data["context"], d.data["state"]) for d in statuses] == [
+        ("ci/jenkins", "pending"),
+        ("ci/lint", "pending"),
+        ("ci/jenkins", "failure"),
+        ("ci/lint", "failure"),
+    ]
+    assert {d.data["sender"]["login"] for d in statuses} == {"jenkins"}
+    assert not [e for e in world.receiver.events() if e[0] in ("check_run", "workflow_run", "workflow_job")]
+    gh = world.gh()
+    combined = await gh.getitem(f"/repos/{world.repo}/commits/{head}/status")
+    assert combined["state"] == "failure" and combined["total_count"] == 2
+    assert combined["statuses"][0]["description"] == "Failing: exit code 3"
+    async with world.session.get(combined["statuses"][0]["target_url"]) as response:
+        assert response.status == 200
+        assert "assert 41 == 42" in await response.text()
+    bad, _ = await world.actor("POST", "/ci", {"repo": world.repo, "command": "true", "provider": "circle"})
+    assert bad == 422

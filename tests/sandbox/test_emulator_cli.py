@@ -71,3 +71,42 @@ async def test_run_emulator_prints_credentials_and_serves(tmp_path: Path):
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_repo_directories_may_be_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "project" / "pkg").mkdir(parents=True)
+    (tmp_path / "project" / "pkg" / "mod.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--port", "0", "--repo", "octo/rel=project", "--data-dir", "data", "--stateless-tokens"]
+    )
+    assert args.stateless_tokens is True and args.mergeable_null_reads == 1 and args.ci_provider == "actions"
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_emulator(
+            args.port,
+            args.repos,
+            data_dir=args.data_dir,
+            stateless_tokens=args.stateless_tokens,
+            print_line=lambda line: None,
+            ready=lambda emulator, app: ready.set_result(emulator),
+            stop=stop,
+        )
+    )
+    try:
+        emulator = await asyncio.wait_for(ready, 30)
+        assert await emulator.git.read_file("octo", "rel", "main", "pkg/mod.py") == b"x = 1\n"
+        assert (tmp_path / "data" / "patchwright.private-key.pem").exists()
+        installation = next(iter(emulator.installations))
+        assert len((await emulator.create_token(installation)).token) == 520
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_missing_repo_directory_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(SystemExit, match="not a directory"):
+        await run_emulator(0, [("octo/x", tmp_path / "missing")], print_line=lambda line: None)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import time
+from typing import Any
 
 import gidgethub
 import pytest
+from gidgethub import apps
 
 from bot.sandbox.emulator import Emulator
 from bot.sandbox.faults import FaultConfig, FaultInjector
@@ -158,3 +162,120 @@ async def test_failed_deliveries_are_recorded_not_retried(world):
     await world.settle()
     last = world.emulator.deliveries()[-1]
     assert last.status == "failed" and last.status_code is None and last.error
+
+
+async def _get_repo(world, token: str | None = None) -> tuple[int, dict, Any]:
+    async with world.session.get(
+        world.url(f"/repos/{world.repo}"), headers={"Authorization": f"token {token or world.token}"}
+    ) as response:
+        return response.status, await response.json(), response.headers.copy()
+
+
+SECONDARY = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+    "If you reach out to GitHub Support for help, please include the request ID "
+)
+
+
+@pytest.mark.parametrize("status_code", [403, 429])
+async def test_secondary_rate_limits_with_and_without_retry_after(world, status_code):
+    await world.actor(
+        "POST",
+        "/faults",
+        {"secondary_rate_limit_rate": 1.0, "secondary_rate_limit_statuses": [status_code], "retry_after": 9},
+    )
+    status, body, headers = await _get_repo(world)
+    assert status == status_code and headers["retry-after"] == "9"
+    assert body["message"].startswith(SECONDARY) and body["message"].endswith(".")
+    assert body["documentation_url"].endswith("/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
+    assert not [h for h in headers if h.lower().startswith("x-ratelimit")]  # GitHub sends none here
+    await world.actor("POST", "/faults", {"retry_after": None})
+    status, body, headers = await _get_repo(world)
+    assert status == status_code and "retry-after" not in {h.lower() for h in headers}
+    assert body["message"].startswith(SECONDARY)
+    described = world.emulator.faults.describe()
+    assert described["retry_after"] is None and described["injected"]["secondary_rate_limit"] == 2
+
+
+async def test_secondary_limits_mix_403_and_429_reproducibly(world):
+    def run(seed: int) -> list[int]:
+        injector = FaultInjector(seed)
+        injector.configure({"secondary_rate_limit_rate": 1.0, "secondary_rate_limit_statuses": [403, 429]})
+        return [injector.request_fault().status for _ in range(200)]  # type: ignore[union-attr]
+
+    first = run(5)
+    assert first == run(5) and set(first) == {403, 429}
+
+
+@pytest.mark.parametrize("status_code", [403, 429])
+async def test_primary_rate_limit_faults(world, status_code):
+    await world.actor(
+        "POST", "/faults", {"primary_rate_limit_rate": 1.0, "primary_rate_limit_statuses": [status_code]}
+    )
+    status, body, headers = await _get_repo(world)
+    assert status == status_code
+    assert headers["x-ratelimit-remaining"] == "0" and int(headers["x-ratelimit-reset"]) > time.time()
+    assert headers["x-ratelimit-limit"] == headers["x-ratelimit-used"] == "5000"
+    assert body["message"].startswith(f"API rate limit exceeded for installation ID {world.installation_id}.")
+    assert "retry-after" not in {h.lower() for h in headers}
+    # gidgethub raises RateLimitExceeded for 403s only; a 429 is a BadRequest with its status
+    with pytest.raises(gidgethub.BadRequest) as limited:
+        await world.gh().getitem(f"/repos/{world.repo}")
+    assert limited.value.status_code == status_code
+    assert isinstance(limited.value, gidgethub.RateLimitExceeded) == (status_code == 403)
+
+
+def test_new_fault_settings_are_validated():
+    config = FaultConfig()
+    assert config.updated({"retry_after": None}).retry_after is None
+    assert config.updated({"secondary_rate_limit_statuses": [429, 403]}).secondary_rate_limit_statuses == (429, 403)
+    assert config.updated({"mergeable_null_reads": 3, "stateless_tokens": True}).stateless_tokens is True
+    for bad in (
+        {"secondary_rate_limit_statuses": [500]},
+        {"primary_rate_limit_statuses": []},
+        {"retry_after": -1},
+        {"mergeable_null_reads": -1},
+        {"stateless_tokens": "yes"},
+    ):
+        with pytest.raises(ValueError):
+            config.updated(bad)
+
+
+async def test_reset_returns_to_the_emulators_own_settings(tmp_path, rest_description):
+    emulator = Emulator(tmp_path / "e", description=rest_description, mergeable_null_reads=3, stateless_tokens=True)
+    emulator.faults.configure({"error_rate": 0.5, "mergeable_null_reads": 0})
+    assert emulator.mergeable_null_reads == 0
+    emulator.faults.reset()
+    assert emulator.faults.config.error_rate == 0 and emulator.mergeable_null_reads == 3
+    assert emulator.stateless_tokens is True
+    assert Emulator(tmp_path / "f", description=rest_description).mergeable_null_reads == 1  # like GitHub
+
+
+STATELESS = re.compile(r"^ghs_[A-Za-z0-9._]{36,}$")
+
+
+async def test_stateless_tokens_switched_per_emulator_by_fault_or_per_request(world, tmp_path):
+    em = world.emulator
+    assert len(world.token) == 40  # the classic format by default
+    status, described = await world.actor("POST", "/faults", {"stateless_tokens": True})
+    assert status == 200 and described["stateless_tokens"] is True
+    token = (await em.create_token(world.installation_id)).token
+    assert STATELESS.match(token) and len(token) == 520 and token.count(".") == 2
+    assert token.startswith(f"ghs_{world.app['id']}_")
+    assert (await world.gh(token=token).getitem(f"/repos/{world.repo}"))["name"] == "hello"
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    async with world.session.get(
+        world.url(f"/{world.repo}.git/info/refs?service=git-upload-pack"),
+        headers={"Authorization": f"Basic {basic}"},
+    ) as response:
+        assert response.status == 200
+    # GitHub's per-request override on the token exchange
+    gh = world.gh(token=None)
+    jwt = apps.get_jwt(app_id=str(world.app["id"]), private_key=world.private_key)
+    url = f"/app/installations/{world.installation_id}/access_tokens"
+    classic = await gh.post(url, data=b"", jwt=jwt, extra_headers={"X-GitHub-Stateless-S2S-Token": "disabled"})
+    assert len(classic["token"]) == 40
+    await world.actor("POST", "/faults", {"reset": True})
+    new = await gh.post(url, data=b"", jwt=jwt, extra_headers={"X-GitHub-Stateless-S2S-Token": "enabled"})
+    assert STATELESS.match(new["token"]) and len(new["token"]) == 520
+    assert len((await gh.post(url, data=b"", jwt=jwt))["token"]) == 40

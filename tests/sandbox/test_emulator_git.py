@@ -74,7 +74,9 @@ async def test_clone_commit_push_with_token_in_header(world, tmp_path):
     pr = await gh.post(
         f"/repos/{world.repo}/pulls", data={"title": "Answer", "head": "patchwright/1-answer", "base": "main"}
     )
-    assert (await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}"))["mergeable_state"] == "clean"
+    first = await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}")
+    assert (first["mergeable"], first["mergeable_state"]) == (None, "unknown")  # computed lazily
+    assert (await world.read_pull(pr["number"]))["mergeable_state"] == "clean"
     await world.forget_hooks()
 
     # a second push updates the PR: synchronize, and mergeability is unknown until read again
@@ -84,12 +86,16 @@ async def test_clone_commit_push_with_token_in_header(world, tmp_path):
     code, out = await git("push", "--quiet", "origin", "HEAD", cwd=checkout, token=world.token)
     assert code == 0, out
     await world.settle()
-    assert world.receiver.events() == [("push", None), ("pull_request", "synchronize")]
+    assert world.receiver.events() == [
+        ("push", None),
+        ("pull_request", "synchronize"),
+        ("check_suite", "requested"),
+    ]
     sync = world.receiver.of("pull_request", "synchronize")[0].data
     assert sync["before"] == pr["head"]["sha"] and sync["after"] != sync["before"]
     assert sync["pull_request"]["head"]["sha"] == sync["after"]
     assert sync["pull_request"]["mergeable"] is None and sync["pull_request"]["mergeable_state"] == "unknown"
-    fetched = await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}")
+    fetched = await world.read_pull(pr["number"])
     assert fetched["head"]["sha"] == sync["after"] and fetched["mergeable"] is True
     assert fetched["commits"] == 2 and fetched["changed_files"] == 2
 
@@ -137,8 +143,10 @@ async def test_conflicting_push_to_base_makes_the_pr_dirty(world):
     await em.push_commit(world.repo, branch="feature", files={"README.md": "# feature\n"}, user="alice")
     pr = await em.open_pull(world.repo, head="feature", title="Feature", user="alice")
     gh = world.gh()
-    assert (await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}"))["mergeable"] is True
+    em.mergeable_null_reads = 0  # the first read computes it
+    assert (await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}"))["mergeable"] is None
     await em.push_commit(world.repo, branch="main", files={"README.md": "# main changed\n"}, user="alice")
+    assert (await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}"))["mergeable"] is False
     em.mergeable_null_reads = 1
     await em.push_commit(world.repo, branch="main", files={"other.txt": "o\n"}, user="alice")
     first = await gh.getitem(f"/repos/{world.repo}/pulls/{pr['number']}")

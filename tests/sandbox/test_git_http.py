@@ -315,3 +315,18 @@ def test_parse_basic_or_bearer_reads_the_request_header() -> None:
     request = make_mocked_request("GET", "/", headers={"Authorization": "Bearer t0k"})
     assert parse_basic_or_bearer(request) == "t0k"
     assert parse_basic_or_bearer(make_mocked_request("GET", "/")) is None
+
+
+def test_parse_basic_takes_basic_only() -> None:
+    from bot.sandbox.git_http import parse_basic, parse_basic_value
+
+    basic = base64.b64encode(b"x-access-token:tok:123").decode()
+    assert parse_basic_value(f"Basic {basic}") == ("x-access-token", "tok:123")
+    assert parse_basic_value("basic " + base64.b64encode(b"user:").decode()) == ("user", "")
+    for value in ("Bearer abc", "token ghs_x", "", "Basic", "Basic !!", "Basic " + base64.b64encode(b"x").decode()):
+        assert parse_basic_value(value) is None, value
+    assert parse_basic(make_mocked_request("GET", "/", headers={"Authorization": f"Basic {basic}"})) == (
+        "x-access-token",
+        "tok:123",
+    )
+    assert parse_basic(make_mocked_request("GET", "/", headers={"Authorization": "Bearer t0k"})) is None

@@ -85,7 +85,7 @@ async def test_rate_limit_headers_on_every_answer(world):
             world.url(path), headers={"Authorization": f"token {world.token}"}
         ) as response:
             seen.append((response.status, response.headers))
-    assert [s for s, _ in seen] == [200, 404, 404]
+    assert [s for s, _ in seen] == [200, 404, 501]  # 501: no such operation in the emulator
     remaining = [int(h["x-ratelimit-remaining"]) for _, h in seen]
     assert remaining == sorted(remaining, reverse=True) and remaining[0] > remaining[-1]
     for _, headers in seen:
@@ -105,7 +105,8 @@ async def test_invalid_requests_are_answered_like_github_and_recorded(world):
             return response.status, await response.json()
 
     status, body = await call("GET", f"/repos/{world.repo}/unknown-thing")
-    assert status == 404 and body["message"] == "Not Found" and "documentation_url" in body
+    assert status == 501 and "documentation_url" in body
+    assert body["message"] == f"GET /repos/{world.repo}/unknown-thing is not implemented by the emulator"
     status, body = await call("POST", f"/repos/{world.repo}/issues/1/comments", json={"body": 123})
     assert status == 422 and body["errors"][0]["code"] == "invalid" and body["errors"][0]["field"] == "body"
     status, body = await call("POST", f"/repos/{world.repo}/issues/1/comments", json={"text": "hi"})
@@ -280,7 +281,7 @@ async def test_pull_request_lifecycle_over_rest(world):
         )
     assert "already exists" in json.dumps(duplicate.value.errors)
 
-    fetched = await gh.getitem(f"/repos/{world.repo}/pulls/2")
+    fetched = await world.read_pull(2)
     assert fetched["mergeable"] is True and fetched["mergeable_state"] == "clean"
     listed = await gh.getitem(f"/repos/{world.repo}/pulls?head=octo-org:patchwright/1-answer&state=open")
     assert [p["number"] for p in listed] == [2]
@@ -325,7 +326,12 @@ async def test_pull_request_lifecycle_over_rest(world):
     assert closed["state"] == "closed" and closed["merged"] is False
     await world.settle()
     kinds = receiver.events()
-    assert kinds[:3] == [("issues", "opened"), ("push", None), ("pull_request", "opened")]
+    assert kinds[:4] == [
+        ("issues", "opened"),
+        ("push", None),
+        ("check_suite", "requested"),
+        ("pull_request", "opened"),
+    ]
     assert ("pull_request", "edited") in kinds and kinds[-1] == ("pull_request", "closed")
     assert kinds.count(("pull_request_review", "submitted")) == 2  # the review, and the reply's review
     assert receiver.of("pull_request", "closed")[0].data["pull_request"]["merged"] is False
@@ -352,9 +358,9 @@ async def test_check_runs_suites_and_statuses(world):
     )
     assert run["status"] == "in_progress" and run["app"]["slug"] == "patchwright"
     assert run["pull_requests"][0]["number"] == 1
-    emulator.request_check_action(world.repo, run["id"], "stop", user="alice")
-    with pytest.raises(ApiError):
-        emulator.request_check_action(world.repo, run["id"], "nope", user="alice")
+    with pytest.raises(ApiError) as not_completed:  # GitHub shows buttons on completed runs only
+        emulator.request_check_action(world.repo, run["id"], "stop", user="alice")
+    assert not_completed.value.status == 422
     done = await gh.patch(
         f"/repos/{world.repo}/check-runs/{run['id']}",
         data={
@@ -382,6 +388,9 @@ async def test_check_runs_suites_and_statuses(world):
     assert (await gh.getitem(f"/repos/{world.repo}/check-runs/{run['id']}"))["output"][
         "title"
     ] == "Attempt 1 failed"
+    emulator.request_check_action(world.repo, run["id"], "stop", user="alice")
+    with pytest.raises(ApiError):
+        emulator.request_check_action(world.repo, run["id"], "nope", user="alice")
     annotations = await gh.getitem(f"/repos/{world.repo}/check-runs/{run['id']}/annotations")
     assert annotations[0]["message"] == "bad" and annotations[0]["blob_href"].endswith("/f.txt")
     by_ref = await gh.getitem(f"/repos/{world.repo}/commits/feature/check-runs")
@@ -415,9 +424,9 @@ async def test_check_runs_suites_and_statuses(world):
     await world.settle()
     assert receiver.events() == [
         ("check_run", "created"),
-        ("check_run", "requested_action"),
         ("check_run", "completed"),
         ("check_suite", "completed"),
+        ("check_run", "requested_action"),
         ("check_run", "rerequested"),
         ("status", None),
     ]

@@ -1,4 +1,5 @@
-"""Every webhook kind the emulator sends carries (at least) the keys of GitHub's real examples."""
+"""Every webhook kind the emulator sends carries (at least) the keys of GitHub's real examples
+(and, as every delivery, validates against GitHub's webhook schemas: test_webhook_schemas.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ REFERENCES = {
     ("pull_request_review", "submitted"): "pull_request_review/submitted.payload.json",
     ("pull_request_review_comment", "created"): "pull_request_review_comment/created.payload.json",
     ("push", None): "push/with-organization.payload.json",
+    ("check_suite", "requested"): "check_suite/requested.payload.json",
     ("check_suite", "completed"): "check_suite/completed.payload.json",
     ("check_run", "created"): "check_run/created.payload.json",
     ("check_run", "completed"): "check_run/completed.payload.json",
@@ -90,9 +92,14 @@ def _at(payload: Any, path: str) -> Any:
 
 async def _drive_every_event(world) -> None:
     em = world.emulator
+    # workflow_job is not among an App's default events; statuses come from an external CI
+    em.app(world.app["id"]).events.append("workflow_job")
     status, _ = await world.actor(
         "POST", "/ci", {"repo": world.repo, "command": "echo fine", "checks": ["ci"], "timeout": 30}
     )
+    assert status == 201
+    external = {"repo": world.repo, "command": "echo fine", "provider": "external", "checks": ["ext"]}
+    status, _ = await world.actor("POST", "/ci", {**external, "timeout": 30})
     assert status == 201
     await em.create_repo("octo-org", "second", owner_type="Organization")
     await em.create_repo("octo-org", "third", owner_type="Organization")
@@ -131,8 +138,8 @@ async def _drive_every_event(world) -> None:
             "actions": [{"label": "Retry", "description": "Retry the task", "identifier": "retry"}],
         },
     )
-    em.request_check_action(world.repo, run["id"], "retry", user="alice")
     await gh.patch(f"/repos/{world.repo}/check-runs/{run['id']}", data={"conclusion": "success"})
+    em.request_check_action(world.repo, run["id"], "retry", user="alice")  # buttons work once completed
     await gh.post(f"/repos/{world.repo}/check-runs/{run['id']}/rerequest", data={})
     await em.close_pull(world.repo, pr["number"], user="alice")
     await em.edit_pull(world.repo, pr["number"], state="open", user="alice")
@@ -144,6 +151,8 @@ async def _drive_every_event(world) -> None:
 
 async def test_payload_keys_include_those_of_real_examples(world):
     await _drive_every_event(world)
+    invalid = [v.as_dict() for v in world.emulator.violations() if v.kind == "webhook"]
+    assert not invalid, f"payloads GitHub's webhook schemas reject: {json.dumps(invalid, indent=1)[:4000]}"
     by_kind: dict[tuple[str, str | None], dict] = {}
     for received in world.receiver.received:
         by_kind.setdefault((received.event, received.action), received.data)
