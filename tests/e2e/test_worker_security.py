@@ -25,15 +25,20 @@ PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgO
 FAKE_GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
 FAKE_PAT = "github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"
 FAKE_GHS = "ghs_" + "Zz9" * 12
+# GitHub's stateless installation-token format: ghs_<app id>_<JWT>, ~520 characters with dots.
+FAKE_STATELESS = "ghs_1004_eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9." + "eyJpc3MiOjEwMDR9" * 9 + "." + "Sg9_xQ" * 55
 
 
+@pytest.mark.parametrize("token_format", ["classic", "stateless"])
 async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_database(
-    e2e, tmp_path: Path, leaks
+    e2e, tmp_path: Path, leaks, token_format: str
 ) -> None:
+    e2e.emulator.stateless_tokens = token_format == "stateless"
+    printed = FAKE_GHS if token_format == "classic" else FAKE_STATELESS
     script = {
         "first": [
             {"dump_env": "{out}/env.json"},
-            {"print": f"the agent prints a token-like value {FAKE_GHS}"},
+            {"print": f"the agent prints a token-like value {printed}"},
             {"touch": "{out}/running"},
             {"wait_for": "{out}/go", "timeout": 20},
             {"write": {"src/app.py": "def greet(name):\n    return 'hello ' + name\n"}},
@@ -42,6 +47,7 @@ async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_databa
     }
     repo = await e2e.add_repo("demo", script=script)
     token = await e2e.github.tokens.installation_token(e2e.installation_id)  # the token the worker will use
+    assert (len(token) > 500 and token.count(".") == 2) is (token_format == "stateless")
     needles = leaks.token_forms(token)
     issue = await e2e.open_issue(repo, "Greet with hello")
     task = await e2e.create_task(repo, issue)
@@ -68,7 +74,7 @@ async def test_the_token_reaches_neither_the_agent_nor_argv_files_logs_or_databa
     configs = [p for p in e2e.data_dir.rglob("config") if p.is_file()]
     assert configs and all(b"extraheader" not in p.read_bytes().lower() for p in configs)
     logs = await e2e.logs_once_written(task.id, "token-like value [REDACTED]")
-    assert FAKE_GHS not in logs
+    assert printed not in logs
     assert not any(form.decode() in logs for form in every_form)
     db_files = [p for p in tmp_path.glob("patchwright.db*") if p.is_file()]
     assert db_files and not any(form in p.read_bytes() for p in db_files for form in every_form)
@@ -80,6 +86,7 @@ GUARD_CASES = {
     "ghp": ({"src/settings.py": f"TOKEN = '{FAKE_GHP}'\n"}, "src/settings.py"),
     "pat": ({"notes.txt": f"use {FAKE_PAT}\n"}, "notes.txt"),
     "ghs": ({"src/client.py": f"AUTH = '{FAKE_GHS}'\n"}, "src/client.py"),
+    "stateless": ({"deploy/token.json": f'{{"token": "{FAKE_STATELESS}"}}\n'}, "deploy/token.json"),
     "workflow": ({".github/workflows/ci.yml": "name: pwned\non: [push]\n"}, ".github/workflows/ci.yml"),
 }
 
@@ -99,7 +106,7 @@ async def test_secrets_and_protected_paths_fail_the_attempt_and_nothing_is_pushe
         path = GUARD_CASES[name][1]
         assert path in failed.close_reason and "Refusing to push" in failed.close_reason, failed.close_reason
         assert "Nothing was pushed" in failed.close_reason
-        for secret in (FAKE_GHP, FAKE_PAT, FAKE_GHS, "MIIEowIBAAKCAQEA"):
+        for secret in (FAKE_GHP, FAKE_PAT, FAKE_GHS, FAKE_STATELESS, "MIIEowIBAAKCAQEA"):
             assert secret not in failed.close_reason
         refs = await e2e.git(repo, "for-each-ref", "--format=%(refname)")
         assert refs.split() == ["refs/heads/main"], refs  # neither the task branch nor a wip branch
@@ -316,8 +323,11 @@ async def test_a_command_agent_receives_exactly_the_variables_agent_env_names(e2
     task = await e2e.create_task(repo, issue)
     environ = {"PATH": os.environ["PATH"], "ANTHROPIC_API_KEY": key, "OPENAI_API_KEY": other}
     async with leaks.sampling_cmdlines() as sampler:
-        await e2e.start_pool(environ=environ)
+        pool = await e2e.start_pool(environ=environ)
         await e2e.wait_for(task.id, lambda t: t.status is Status.REVIEW)
+        # The task is in review before the worker removes the checkout, whose .fake-agent.json
+        # (the repository's own file) holds the key the agent echoes: scan once it is gone.
+        await e2e.wait_until(lambda: not pool.running, what="the attempt wrapped up")
     env = json.loads((e2e.agent_out / "env.json").read_text())
     assert env["ANTHROPIC_API_KEY"] == key and "OPENAI_API_KEY" not in env
     needles = [key.encode(), other.encode()]
