@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,10 +28,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.errors import ExitCode, UserError
+from bot.logs import redact_url
+
 ENV_PREFIX = "PATCHWRIGHT_"
 #: Probot's variable names, accepted when the PATCHWRIGHT_ one is not set.
 PROBOT_FALLBACKS = ("APP_ID", "PRIVATE_KEY", "PRIVATE_KEY_PATH", "WEBHOOK_SECRET")
 DEFAULT_DATABASE_URL = "sqlite:///./patchwright.db"
+#: The agent presets ``PATCHWRIGHT_AGENT`` may name (bot.agents.presets implements them).
+AGENT_PRESETS = ("claude", "codex", "aider", "command")
+#: The database URL schemes the store opens (bot.store.factory).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+#: ``PATCHWRIGHT_*`` names that are not settings but are read by the test suite.
+NOT_SETTINGS = ("PATCHWRIGHT_TEST_", "PATCHWRIGHT_SHARED_DIR", "PATCHWRIGHT_SCREENSHOT_DIR")
 REPO_CONFIG_PATH = ".github/patchwright.yml"
 
 
@@ -63,8 +73,33 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A setting is missing or wrong. The message names the variable and says what to do."""
+
+    code = ExitCode.CONFIG
+
+
+UNKNOWN_PRESET = "PATCHWRIGHT_AGENT={value} is not an agent preset: {hint}"
+UNKNOWN_SETTING = "{name} ({where}) is not a setting and is ignored: {hint}"
+UNSUPPORTED_DATABASE_URL = (
+    "unsupported database URL {url!r} in PATCHWRIGHT_DATABASE_URL: set it to sqlite:///path.db "
+    "or postgresql://user@host/db"
+)
+INVALID_SETTING = "{name}{shown} is not valid: {problem}; fix it in the settings file or the environment"
+DAMAGED_KEY = (
+    "{variable} holds a damaged private key ({problem}): download a new private key from the "
+    "GitHub App's settings page"
+)
+NOT_RSA_KEY = (
+    "{variable} holds a {kind} key, but GitHub Apps sign with RSA: use the .pem file GitHub "
+    "generated for the App"
+)
+
+
+def did_you_mean(value: str, choices: Sequence[str], *, otherwise: str) -> str:
+    """``did you mean X?`` for the choice closest to ``value`` (difflib), else ``otherwise``."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else otherwise
 
 
 class Settings(BaseSettings):
@@ -192,6 +227,13 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("PATCHWRIGHT_RECONCILE_INTERVAL", "reconcile_interval_s"),
     )
+    payload_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days a processed webhook delivery keeps its payload in the ledger (0: forever); "
+        "the row and its outcome stay",
+        validation_alias=AliasChoices("PATCHWRIGHT_PAYLOAD_RETENTION_DAYS", "payload_retention_days"),
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -210,6 +252,24 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("agent")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in AGENT_PRESETS:
+            choices = ", ".join(AGENT_PRESETS)
+            hint = did_you_mean(value.lower(), AGENT_PRESETS, otherwise=f"choose one of {choices}")
+            if hint.startswith("did you"):
+                hint += f" (the presets: {choices})"
+            raise ValueError(UNKNOWN_PRESET.format(value=value, hint=hint))
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if value.partition("://")[0].lower() not in DATABASE_SCHEMES or "://" not in value:
+            raise ValueError(UNSUPPORTED_DATABASE_URL.format(url=redact_url(value)))
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -329,7 +389,8 @@ def agent_environ(environ: Mapping[str, str], env_file: Path | None = Path(".env
 
     from_file: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
-        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        # An empty value in the file is no value (`.env.example` lists every name empty).
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None and v.strip()}
     merged = {**from_file, **environ}
     return {
         k: v
@@ -343,31 +404,131 @@ def load_settings(
 ) -> Settings:
     """Build Settings from ``environ`` (wins) and ``env_file`` (when it exists).
 
-    Raises :class:`ConfigError` with the variable's name when a value is invalid.
+    An empty value is no value: the setting keeps its default (so a copy of ``.env.example``,
+    which lists every name, loads). Names that are no setting are ignored here;
+    :func:`unknown_settings` reports them. Raises :class:`ConfigError` naming the variable,
+    one line per invalid value.
     """
-    picked = {
-        k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) or k in PROBOT_FALLBACKS
-    }
-    # A PATCHWRIGHT_ name beats its Probot fallback regardless of mapping order.
+    from_env = _setting_values(environ)
+    from_file = _setting_values(read_env_file(env_file))
+    # A setting in the environment, under either of its names, replaces the file's.
     for name in PROBOT_FALLBACKS:
-        if ENV_PREFIX + name in picked:
-            picked.pop(name, None)
+        if name in from_env or ENV_PREFIX + name in from_env:
+            from_file.pop(name, None)
+            from_file.pop(ENV_PREFIX + name, None)
+    picked: dict[str, Any] = {**from_file, **from_env}
     picked.update({k: v for k, v in overrides.items() if v is not None})
-    file = env_file if env_file is not None and env_file.is_file() else None
     try:
-        return Settings(_env_file=file, **picked)  # type: ignore[call-arg]
+        return Settings(**picked)
     except ValidationError as exc:
         raise ConfigError(_settings_errors(exc)) from None
 
 
+def read_env_file(env_file: Path | None) -> dict[str, str]:
+    """The variables of a settings file (``KEY=value`` lines, as python-dotenv reads them);
+    nothing when there is no such file."""
+    from dotenv import dotenv_values
+
+    if env_file is None or not env_file.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+
+def _setting_values(source: Mapping[str, str]) -> dict[str, str]:
+    """The ``PATCHWRIGHT_*`` and Probot variables of ``source`` that hold a value; a
+    ``PATCHWRIGHT_`` name beats its Probot fallback regardless of mapping order."""
+    picked = {
+        k: v
+        for k, v in source.items()
+        if (k.startswith(ENV_PREFIX) or k in PROBOT_FALLBACKS) and v is not None and v.strip()
+    }
+    for name in PROBOT_FALLBACKS:
+        if ENV_PREFIX + name in picked:
+            picked.pop(name, None)
+    return picked
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every variable name that is a setting: the ``PATCHWRIGHT_*`` ones and Probot's."""
+    names: list[str] = []
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else []
+        names.extend(c for c in choices if isinstance(c, str) and (c.startswith(ENV_PREFIX) or c in PROBOT_FALLBACKS))
+    return tuple(dict.fromkeys(names))
+
+
+def unknown_settings(environ: Mapping[str, str], env_file: Path | None) -> list[str]:
+    """A warning per ``PATCHWRIGHT_*`` name in ``environ`` or ``env_file`` that is no setting
+    (a typo leaves the setting at its default), with the closest setting's name."""
+    known = setting_names()
+    warnings = []
+    for source, names in (
+        ("in the environment", list(environ)),
+        (f"in {env_file}", list(read_env_file(env_file))),
+    ):
+        for name in names:
+            if not name.startswith(ENV_PREFIX) or name in known or name.startswith(NOT_SETTINGS):
+                continue
+            suffixes = [k.removeprefix(ENV_PREFIX) for k in known if k.startswith(ENV_PREFIX)]
+            hint = did_you_mean(
+                name.removeprefix(ENV_PREFIX), suffixes, otherwise="every setting is listed in .env.example"
+            ).replace("did you mean ", "did you mean " + ENV_PREFIX)
+            warnings.append(UNKNOWN_SETTING.format(name=name, where=source, hint=hint))
+    return warnings
+
+
+def check_private_key(pem: str, *, variable: str = "PATCHWRIGHT_PRIVATE_KEY") -> None:
+    """Raise :class:`ConfigError` unless ``pem`` (from :meth:`Settings.private_key_pem`) is an
+    RSA private key that parses: what signing the App's JWT needs."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        problem = str(exc).split("\n")[0].split(". ")[0] or type(exc).__name__
+        raise ConfigError(DAMAGED_KEY.format(variable=variable, problem=problem)) from None
+    except Exception as exc:  # cryptography's UnsupportedAlgorithm and friends
+        raise ConfigError(DAMAGED_KEY.format(variable=variable, problem=type(exc).__name__)) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        kind = type(key).__name__.removesuffix("PrivateKey").removeprefix("_") or "non-RSA"
+        raise ConfigError(NOT_RSA_KEY.format(variable=variable, kind=kind))
+
+
+def key_variable(settings: Settings) -> str:
+    """The variable the App's private key comes from (for messages)."""
+    if settings.private_key is not None and settings.private_key.get_secret_value().strip():
+        return "PATCHWRIGHT_PRIVATE_KEY"
+    return "PATCHWRIGHT_PRIVATE_KEY_PATH"
+
+
+#: Settings whose value an error message never repeats (secrets; a URL with a password).
+_UNSHOWN = frozenset({"private_key", "webhook_secret", "admin_token", "database_url", "agent_command"})
+
+
 def _settings_errors(exc: ValidationError) -> str:
-    lines = ["Invalid settings:"]
+    """One line per invalid value: the variable, its value (unless secret) and the problem."""
+    lines = []
+    aliases = {
+        choice: name
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.validation_alias, AliasChoices)
+        for choice in field.validation_alias.choices
+        if isinstance(choice, str)
+    }
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        name = field if field.startswith(ENV_PREFIX) or field in PROBOT_FALLBACKS else (
+        given = str(err["loc"][0]) if err["loc"] else "?"
+        field = aliases.get(given, given)
+        name = given if given.startswith(ENV_PREFIX) or given in PROBOT_FALLBACKS else (
             ENV_PREFIX + field.upper()
         )
-        lines.append(f"  {name}: {err['msg']}")
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            lines.append(str(err["ctx"]["error"]))  # our own validator's whole sentence
+            continue
+        value = err.get("input")
+        shown = "" if field in _UNSHOWN or not isinstance(value, str | int | float) else f"={value}"
+        lines.append(INVALID_SETTING.format(name=name, shown=shown, problem=err["msg"]))
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ JWT_OPERATIONS = frozenset(
         "apps/list-installations",
         "apps/create-installation-access-token",
         "apps/get-repo-installation",
+        "apps/get-webhook-config-for-app",
     }
 )
 PUBLIC_OPERATIONS = frozenset({"apps/create-from-manifest"})
@@ -477,6 +478,15 @@ class RestApi:
         data["installations_count"] = sum(
             1 for i in self.em.installations.values() if i.app_id == call.app.id
         )
+        return Reply(200, data)
+
+    async def op_apps__get_webhook_config_for_app(self, call: Call) -> Reply:
+        app = call.app
+        data: dict[str, Any] = {"content_type": "json", "insecure_ssl": "0"}
+        if app.webhook_url:
+            data["url"] = app.webhook_url
+        if app.webhook_secret:
+            data["secret"] = "********"  # GitHub never shows the secret itself
         return Reply(200, data)
 
     async def op_apps__create_from_manifest(self, call: Call) -> Reply:

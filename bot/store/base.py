@@ -46,6 +46,21 @@ class Delivery:
     claimed_at: datetime | None = None
     processed_at: datetime | None = None
     attempts: int = 0
+    #: When the retention pruner dropped the payload (then ``payload`` is empty); None: kept.
+    payload_pruned_at: datetime | None = None
+
+    @property
+    def payload_pruned(self) -> bool:
+        """Whether the payload was dropped by the ledger's retention (it cannot be replayed)."""
+        return self.payload_pruned_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """One batch of :meth:`Store.prune_delivery_payloads`."""
+
+    pruned: int  # rows whose payload this batch dropped
+    more: bool  # whether rows the same call would prune remain
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +257,17 @@ class Store(Protocol):
         (their dispatcher died). Returns how many."""
 
     async def requeue_delivery(self, delivery_id: str) -> bool:
-        """Manual replay: put a finished row back to ``pending``."""
+        """Manual replay: put a finished row back to ``pending`` (never a row whose payload
+        was pruned)."""
+
+    async def prune_delivery_payloads(self, before: datetime, *, limit: int) -> PruneResult:
+        """Ledger retention: drop the payload of at most ``limit`` rows in state ``done``
+        received and processed before ``before`` (oldest first), and mark them
+        (``payload_pruned_at``). Every other field of a row stays; pending, processing and
+        failed rows are never touched, nor rows already pruned (so a repeat prunes nothing)."""
+
+    async def count_prunable_deliveries(self, before: datetime) -> int:
+        """How many rows :meth:`prune_delivery_payloads` would prune with no limit."""
 
     async def wait_for_deliveries(self, timeout: float) -> bool: ...
 

@@ -49,6 +49,7 @@ from bot.store.base import (
     Delivery,
     DeliveryState,
     Installation,
+    PruneResult,
     StoreError,
     TaskEvent,
 )
@@ -103,6 +104,26 @@ _DELIVERY_INSERT = (
     f"SELECT * FROM unnest({', '.join(f'${i + 1}::{t}' for i, t in enumerate(_DELIVERY_ARRAY_TYPES))}) "
     "ON CONFLICT (id) DO NOTHING RETURNING id, state"
 )
+
+#: Ledger retention: the rows a prune may take (``deliveries_prunable`` is the partial index
+#: of exactly these terms); parameter $1: the cutoff.
+_PRUNABLE_DELIVERIES = (
+    "FROM deliveries WHERE state = 'done' AND payload_pruned_at IS NULL"
+    " AND received_at < $1 AND processed_at < $1"
+)
+#: One batch, oldest first; rows another transaction holds (a replay) are skipped. The rows
+#: are picked and locked once, by an init plan (``ARRAY(…)``): as ``seq IN (SELECT … LIMIT)``
+#: the planner may rescan the subquery per row (a nested-loop semi join), and each rescan
+#: would skip the rows this statement just updated and lock more, beyond the limit.
+#: Parameters: cutoff, limit, pruned-at.
+_PRUNE_PAYLOADS = (
+    "UPDATE deliveries SET payload = ''::bytea, payload_pruned_at = $3"
+    f" WHERE seq = ANY (ARRAY (SELECT seq {_PRUNABLE_DELIVERIES}"
+    "  ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+    " RETURNING seq"
+)
+_MORE_PRUNABLE = f"SELECT EXISTS (SELECT 1 {_PRUNABLE_DELIVERIES})"
+_COUNT_PRUNABLE = f"SELECT count(*) {_PRUNABLE_DELIVERIES}"
 
 
 def is_row_error(exc: BaseException | None) -> bool:
@@ -743,12 +764,25 @@ class PostgresStore:
             found = await tx.conn.fetch(
                 "UPDATE deliveries SET state = 'pending', outcome = '', ignore_reason = '', claimed_by = '',"
                 " claimed_at = NULL, processed_at = NULL WHERE id = $1 AND state IN ('done', 'failed')"
-                " RETURNING seq",
+                " AND payload_pruned_at IS NULL RETURNING seq",
                 delivery_id,
             )
             if found:
                 await tx.notify(DELIVERIES)
         return bool(found)
+
+    async def prune_delivery_payloads(self, before: datetime, *, limit: int) -> PruneResult:
+        if limit < 1:
+            raise StoreError(f"a prune needs a limit of at least 1, not {limit}")
+        cutoff = _encode_time(before)
+        async with self._tx() as tx:
+            pruned = await tx.conn.fetch(_PRUNE_PAYLOADS, cutoff, limit, self._clock())
+            more = await tx.conn.fetchval(_MORE_PRUNABLE, cutoff)
+        return PruneResult(pruned=len(pruned), more=bool(more))
+
+    async def count_prunable_deliveries(self, before: datetime) -> int:
+        found = await self._fetch(_COUNT_PRUNABLE, _encode_time(before))
+        return int(found[0][0])
 
     async def wait_for_deliveries(self, timeout: float) -> bool:
         return await self._wait(DELIVERIES, timeout)

@@ -395,6 +395,7 @@ def delivery_params(delivery: Delivery, encode_time: EncodeTime) -> list[Any]:
 
 def delivery_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> Delivery:
     claimed_at, processed_at = row["claimed_at"], row["processed_at"]
+    pruned_at = row["payload_pruned_at"]
     return Delivery(
         id=row["id"],
         event=row["event"],
@@ -411,6 +412,7 @@ def delivery_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> Delive
         claimed_at=None if claimed_at is None else decode_time(claimed_at),
         processed_at=None if processed_at is None else decode_time(processed_at),
         attempts=row["attempts"],
+        payload_pruned_at=None if pruned_at is None else decode_time(pruned_at),
     )
 
 

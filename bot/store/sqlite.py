@@ -52,6 +52,7 @@ from bot.store.base import (
     Delivery,
     DeliveryState,
     Installation,
+    PruneResult,
     StoreError,
     TaskEvent,
 )
@@ -77,6 +78,21 @@ _EVENT_INSERT = (
     f"INSERT INTO task_events ({', '.join(rows.EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in rows.EVENT_COLUMNS)})"
 )
+
+#: Ledger retention: the rows a prune may take (``deliveries_prunable`` is the partial index
+#: of exactly these terms), oldest first; parameters: cutoff, cutoff.
+_PRUNABLE_DELIVERIES = (
+    "FROM deliveries WHERE state = 'done' AND payload_pruned_at IS NULL"
+    " AND received_at < ? AND processed_at < ?"
+)
+#: One batch: parameters pruned-at, cutoff, cutoff, limit.
+_PRUNE_PAYLOADS = (
+    "UPDATE deliveries SET payload = x'', payload_pruned_at = ?"
+    f" WHERE seq IN (SELECT seq {_PRUNABLE_DELIVERIES} ORDER BY received_at LIMIT ?)"
+    " RETURNING seq"
+)
+_MORE_PRUNABLE = f"SELECT EXISTS (SELECT 1 {_PRUNABLE_DELIVERIES})"
+_COUNT_PRUNABLE = f"SELECT count(*) {_PRUNABLE_DELIVERIES}"
 
 
 def _delivery_from_row(row: Mapping[str, Any]) -> Delivery:
@@ -728,12 +744,26 @@ class SQLiteStore:
             found = await tx.fetch(
                 "UPDATE deliveries SET state = 'pending', outcome = '', ignore_reason = '', claimed_by = '',"
                 " claimed_at = NULL, processed_at = NULL WHERE id = ? AND state IN ('done', 'failed')"
-                " RETURNING seq",
+                " AND payload_pruned_at IS NULL RETURNING seq",
                 (delivery_id,),
             )
             if found:
                 await tx.notify(DELIVERIES_CHANNEL)
         return bool(found)
+
+    async def prune_delivery_payloads(self, before: datetime, *, limit: int) -> PruneResult:
+        if limit < 1:
+            raise StoreError(f"a prune needs a limit of at least 1, not {limit}")
+        cutoff = encode_time(before)
+        async with self._write() as tx:
+            pruned = await tx.fetch(_PRUNE_PAYLOADS, (encode_time(self._clock()), cutoff, cutoff, limit))
+            more = await tx.fetch(_MORE_PRUNABLE, (cutoff, cutoff))
+        return PruneResult(pruned=len(pruned), more=bool(more[0][0]))
+
+    async def count_prunable_deliveries(self, before: datetime) -> int:
+        cutoff = encode_time(before)
+        found = await self._read(_COUNT_PRUNABLE, (cutoff, cutoff))
+        return int(found[0][0])
 
     async def wait_for_deliveries(self, timeout: float) -> bool:
         return await self._wait(DELIVERIES_CHANNEL, timeout)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.operations.commands import run_task_command
 from bot.operations.decisions import LostRaces
+from bot.operations.retention import replay_refusal
 from bot.operations.services import Services
 from bot.store.base import DeliveryState, Store
 from bot.tasks.model import Status, Task
@@ -267,8 +268,11 @@ class WebApi:
 
     async def replay_delivery(self, request: web.Request) -> web.Response:
         delivery_id = check_id("delivery", request.match_info["delivery_id"])
-        if await self.store.get_delivery(delivery_id) is None:
+        found = await self.store.get_delivery(delivery_id)
+        if found is None:
             raise ApiError(404, f"No delivery {delivery_id!r}.")
+        if (refusal := replay_refusal(found)) is not None:
+            raise ApiError(409, refusal[:1].upper() + refusal[1:] + ".")
         if not await self.store.requeue_delivery(delivery_id):
             raise ApiError(409, f"Delivery {delivery_id} is still waiting or being processed; nothing to replay.")
         await self.store.notify_deliveries()

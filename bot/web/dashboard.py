@@ -389,10 +389,14 @@ def render_deliveries(rows: Sequence[Delivery], *, now: datetime) -> str:
     for d in rows:
         event = f"{d.event}.{d.action}" if d.action else d.event
         api = f'/api/deliveries/{quote(d.id, safe="")}'
+        pruned = (
+            f'<div class="muted pruned" title="{e(views.PAYLOAD_PRUNED_TITLE)}">{e(views.PAYLOAD_PRUNED)}</div>'
+            if d.payload_pruned else ""
+        )
         body.append(
-            f'<tr data-delivery-id="{e(d.id)}">'
+            f'<tr data-delivery-id="{e(d.id)}"{" data-payload-pruned" if d.payload_pruned else ""}>'
             f"<td>{when(d.received_at, now)}</td>"
-            f'<td class="mono"><a href="{e(api)}">{e(d.id[:36])}</a></td>'
+            f'<td class="mono"><a href="{e(api)}">{e(d.id[:36])}</a>{pruned}</td>'
             f"<td>{e(event)}</td>"
             f"<td>{e(d.repo or '-')}</td>"
             f"<td>{badge(d.state.value)}</td>"

@@ -105,6 +105,8 @@ DELIVERY_FIELDS: tuple[str, ...] = (
     "claimed_at",
     "processed_at",
     "attempts",
+    "payload_pruned",
+    "payload_pruned_at",
 )
 
 
@@ -181,8 +183,17 @@ def event_json(event: TaskEvent) -> dict[str, Any]:
     return _pick(event, EVENT_FIELDS)
 
 
+#: How the dashboard marks a delivery whose payload the ledger's retention dropped.
+PAYLOAD_PRUNED = "payload pruned"
+PAYLOAD_PRUNED_TITLE = (
+    "The ledger's retention (PATCHWRIGHT_PAYLOAD_RETENTION_DAYS) dropped this delivery's payload; "
+    "its outcome stays, and it cannot be replayed."
+)
+
+
 def delivery_json(delivery: Delivery) -> dict[str, Any]:
-    """A ledger row without its payload (its size only)."""
+    """A ledger row without its payload (its size only; ``payload_pruned`` when the ledger's
+    retention dropped it, and ``payload_pruned_at`` when)."""
     out = _pick(delivery, DELIVERY_FIELDS)
     out["payload_bytes"] = len(delivery.payload)
     return out

@@ -1,6 +1,8 @@
 """One verb, four ways in (SPEC §4.2, §9): a comment, a check-run button, ``patchwright
 tasks`` and the web API apply the same row of the verb table through the same operation —
-the task ends the same and the audit trail gets the same record, but for who asked."""
+the task ends the same and the audit trail gets the same record, but for who asked. The
+command line is given as argv, parsed by the real parser (its ``tasks`` actions are generated
+from the verb table) and naming the task by ``owner/repo#N``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import pytest
 from aiohttp import web
 from gidgethub import sansio
 
-from bot.admin import AdminError, run_tasks_command
+from bot import admin
+from bot.__main__ import _parser
+from bot.admin import AdminError, cli_reason, run_tasks_command
 from bot.config import Settings
 from bot.operations.context import Context
 from bot.operations.services import build_services
@@ -130,7 +134,11 @@ async def _by_button(w: Any, task: Task, verb: str, instructions: str) -> str:
 
 
 async def _by_cli(w: Any, task: Task, verb: str, instructions: str) -> str:
-    await run_tasks_command(w.services, task.id, verb, instructions)
+    argv = ["tasks", admin.task_subcommand(verb), f"{task.repo}#{task.issue_number}", *instructions.split()]
+    printed: list[str] = []
+    await admin.run(_parser().parse_args(argv), w.store, settings=w.services.settings, services=w.services,
+                    write=printed.append)
+    assert len(printed) == 1 and printed[0].startswith(f"{task.id}: "), printed
     return "cli"
 
 
@@ -149,7 +157,17 @@ CASES = [
     (verbs.STOP, Status.RUNNING, "", ("comment", "button", "cli", "api")),
     (verbs.RETRY, Status.FAILED, "use the other parser", ("comment", "cli", "api")),
     (verbs.RETRY, Status.PAUSED, "", ("comment", "button", "cli", "api")),
+    # The API has retry and stop only; the other verbs arrive by comment and by command line.
+    (verbs.RESUME, Status.PAUSED, "", ("comment", "cli")),
+    (verbs.CANCEL, Status.REVIEW, "", ("comment", "cli")),
+    (verbs.CANCEL, Status.RUNNING, "", ("comment", "cli")),
+    (verbs.START_OVER, Status.REVIEW, "", ("comment", "cli")),
+    (verbs.START_OVER, Status.FAILED, "", ("comment", "cli")),
 ]
+
+
+def test_every_verb_of_the_table_is_compared() -> None:
+    assert {case[0] for case in CASES} == {v.name for v in verbs.TASK_VERBS}
 
 
 def _who(value: Any, author: str, actor: str) -> Any:
@@ -187,8 +205,9 @@ async def test_a_verb_does_the_same_whichever_way_it_arrives(world, verb, status
 
 async def test_a_refusal_reads_the_same_whichever_way_it_arrives(world) -> None:
     """``stop`` of a paused task is refused by its rule: the comment is answered with the
-    rule's reason, and the command line and the API give the same text as their error; the
-    task and its audit trail stay as they were."""
+    rule's reason, the API gives the same text as its error and the command line the same
+    words with its suggestions as ``patchwright tasks …`` commands; the task and its audit
+    trail stay as they were."""
     task = await _task(world.store, 1, Status.PAUSED)
     expected = rules.stop(task, now=NOW).reason_for("@patchwright")
     assert not rules.stop(task, now=NOW).accepted
@@ -198,7 +217,10 @@ async def test_a_refusal_reads_the_same_whichever_way_it_arrives(world) -> None:
     assert by_comment.value.reason == expected
     with pytest.raises(AdminError) as by_cli:
         await run_tasks_command(world.services, task.id, verbs.STOP)
-    assert str(by_cli.value) == expected
+    assert str(by_cli.value) == cli_reason(rules.stop(task, now=NOW).reason, task.id, "@patchwright")
+    assert str(by_cli.value) == expected.replace("`@patchwright resume`", f"`patchwright tasks resume {task.id}`").replace(
+        "`@patchwright retry [instructions]`", f"`patchwright tasks retry {task.id} [instructions]`"
+    )
     resp = await world.client.post(f"/api/tasks/{task.id}/stop", headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status == 409 and (await resp.json())["error"] == expected
 
