@@ -182,9 +182,10 @@ def _size(n: float) -> str:
 
 
 def check_settings(environ: Mapping[str, str], env_file: Path | None) -> tuple[Settings | None, list[Row]]:
-    """The settings (None when a value is invalid: a ✗ per invalid value) and a ! per
-    ``PATCHWRIGHT_*`` name that is no setting."""
-    rows = [warn("settings", text) for text in unknown_settings(environ, env_file)]
+    """The settings (None when a value is invalid: a ✗ per invalid value) and a ✗ per
+    ``PATCHWRIGHT_*`` name that is no setting: the other commands run and warn about it, the
+    check of an installation says it is wrong (a misspelt name leaves a setting unset)."""
+    rows = [fail("settings", text, ExitCode.CONFIG) for text in unknown_settings(environ, env_file)]
     try:
         settings = load_settings(environ, env_file=env_file)
     except ConfigError as exc:

@@ -167,7 +167,8 @@ def test_settings_rows(tmp_path: Path) -> None:
     env_file.write_text("PATCHWRIGHT_AGNET=codex\nPATCHWRIGHT_PORT=\n")
     settings, rows = check_settings({}, env_file)
     assert settings is not None and settings.port == 3000  # empty: the default
-    assert rows[0].mark is Mark.OK and rows[1].mark is Mark.WARN and "did you mean PATCHWRIGHT_AGENT?" in rows[1].text
+    assert rows[0].mark is Mark.OK and rows[1].mark is Mark.FAIL and "did you mean PATCHWRIGHT_AGENT?" in rows[1].text
+    assert rows[1].code is ExitCode.CONFIG  # the installation check says a misspelt name is wrong
 
 
 def test_a_damaged_or_foreign_key_is_one_failed_row(tmp_path: Path) -> None:

@@ -191,6 +191,14 @@ def test_an_unknown_setting_is_a_warning_with_a_suggestion(tmp_path: Path) -> No
     assert "PATCHWRIGHT_WEBHOOK_SECRT (in .env)" in lines[1] and "did you mean PATCHWRIGHT_WEBHOOK_SECRET?" in lines[1]
 
 
+def test_doctor_fails_on_an_unknown_setting_with_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PATCHWRIGHT_WEBHOOK_SECRT=x\n")
+    proc = run_cli(tmp_path, _env(tmp_path), "doctor")
+    assert proc.returncode == ExitCode.CONFIG and "Traceback" not in proc.stderr
+    [line] = [line for line in proc.stderr.splitlines() if "PATCHWRIGHT_WEBHOOK_SECRT" in line]
+    assert line.startswith("✗") and "did you mean PATCHWRIGHT_WEBHOOK_SECRET?" in line
+
+
 def test_debug_adds_the_traceback(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, _env(tmp_path, PATCHWRIGHT_AGENT="gpt"), "--debug", "migrate")
     assert proc.returncode == ExitCode.CONFIG
