@@ -33,6 +33,7 @@ from bot.logs import configure_logging, redact_url
 from bot.messages import COMMAND_HELP
 from bot.store.base import DeliveryState, StoreError
 from bot.tasks.model import Status
+from bot.tasks import verbs
 from bot.tasks.verbs import TASK_VERBS
 
 log = logging.getLogger("patchwright")
@@ -153,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for verb in TASK_VERBS:  # one action per row of the verb table: a new verb needs no edit here
         t_verb = tasks_sub.add_parser(
-            verb.name.replace(" ", "-"),  # the same as bot.admin.task_subcommand
+            verbs.slug(verb.name),  # the same as bot.admin.task_subcommand
             help=COMMAND_HELP[verb.name][1] if verb.name in COMMAND_HELP else f"the {verb.name} command",
         )
         t_verb.set_defaults(task_verb=verb.name)

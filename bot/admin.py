@@ -218,7 +218,7 @@ async def find_task(store: Store, ref: str) -> Task:
 def task_subcommand(name: str) -> str:
     """The ``patchwright tasks`` action of a verb of the table: its name, dashed
     (``start over`` → ``start-over``). :mod:`bot.__main__` names its subparsers the same."""
-    return name.replace(" ", "-")
+    return verbs.slug(name)
 
 
 def cli_command(name: str, task_id: str, *, with_text: bool = False) -> str:

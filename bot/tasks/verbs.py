@@ -108,6 +108,12 @@ NAMES: tuple[str, ...] = (*(v.name for v in TASK_VERBS), *REPLY_VERBS)
 """Every named command, in the order the help text lists them."""
 
 
+def slug(name: str) -> str:
+    """A verb's name as one word, for a command-line action or a URL path
+    (``start over`` → ``start-over``)."""
+    return name.replace(" ", "-")
+
+
 def verb(name: str) -> Verb | None:
     """The task verb called ``name`` (None for a reply verb or an unknown word)."""
     return BY_NAME.get(name)
@@ -128,5 +134,6 @@ __all__ = [
     "Budget",
     "CommandInput",
     "Verb",
+    "slug",
     "verb",
 ]

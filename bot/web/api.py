@@ -24,6 +24,7 @@ from bot.operations.retention import replay_refusal
 from bot.operations.services import Services
 from bot.store.base import DeliveryState, Store
 from bot.tasks.model import Status, Task
+from bot.tasks.verbs import Verb
 from bot.web import views
 from bot.web.events import (
     EventStreamOptions,
@@ -237,14 +238,16 @@ class WebApi:
             raise ApiError(404, f"No delivery {delivery_id!r}: GET /api/deliveries lists them.")
         return web.json_response(views.delivery_json(row))
 
-    async def retry_task(self, request: web.Request) -> web.Response:
-        task_id = check_id("task", request.match_info["task_id"])
-        instructions = parse_retry_body(await request.read())
-        return await self._command(task_id, "retry", instructions)
+    def task_command(self, verb: Verb) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """``POST /api/tasks/{id}/<verb>`` for a verb of the table (bot.tasks.verbs): the same
+        command as the comment; a verb that takes text reads ``{"instructions": …}``."""
 
-    async def stop_task(self, request: web.Request) -> web.Response:
-        task_id = check_id("task", request.match_info["task_id"])
-        return await self._command(task_id, "stop", "")
+        async def handle(request: web.Request) -> web.Response:
+            task_id = check_id("task", request.match_info["task_id"])
+            instructions = parse_retry_body(await request.read()) if verb.takes_text else ""
+            return await self._command(task_id, verb.name, instructions)
+
+        return handle
 
     async def _command(self, task_id: str, verb: str, instructions: str) -> web.Response:
         try:

@@ -20,6 +20,7 @@ from aiohttp import web
 from bot.config import Settings
 from bot.operations.services import Services, offline_services
 from bot.store.base import Store
+from bot.tasks import verbs
 from bot.tasks.model import utcnow
 from bot.web import views
 from bot.web.api import WebApi, error_response, json_errors
@@ -151,8 +152,8 @@ def add_web_routes(
     r.add_get("/api/tasks", guard.api(api.list_tasks))
     r.add_get("/api/tasks/{task_id}", guard.api(api.get_task))
     r.add_get("/api/tasks/{task_id}/logs", guard.api(api.task_logs))
-    r.add_post("/api/tasks/{task_id}/retry", guard.api(api.retry_task, mutating=True))
-    r.add_post("/api/tasks/{task_id}/stop", guard.api(api.stop_task, mutating=True))
+    for verb in verbs.TASK_VERBS:  # retry, stop, resume, start-over, cancel: one route a verb
+        r.add_post(f"/api/tasks/{{task_id}}/{verbs.slug(verb.name)}", guard.api(api.task_command(verb), mutating=True))
     r.add_get("/api/deliveries", guard.api(api.list_deliveries))
     r.add_get("/api/deliveries/{delivery_id}", guard.api(api.get_delivery))
     r.add_post("/api/deliveries/{delivery_id}/replay", guard.api(api.replay_delivery, mutating=True))

@@ -145,7 +145,7 @@ async def _by_cli(w: Any, task: Task, verb: str, instructions: str) -> str:
 async def _by_api(w: Any, task: Task, verb: str, instructions: str) -> str:
     body = json.dumps({"instructions": instructions}) if instructions else ""
     resp = await w.client.post(
-        f"/api/tasks/{task.id}/{verb}", data=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        f"/api/tasks/{task.id}/{verbs.slug(verb)}", data=body, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert resp.status == 200, await resp.text()
     return "the API"
@@ -157,12 +157,12 @@ CASES = [
     (verbs.STOP, Status.RUNNING, "", ("comment", "button", "cli", "api")),
     (verbs.RETRY, Status.FAILED, "use the other parser", ("comment", "cli", "api")),
     (verbs.RETRY, Status.PAUSED, "", ("comment", "button", "cli", "api")),
-    # The API has retry and stop only; the other verbs arrive by comment and by command line.
-    (verbs.RESUME, Status.PAUSED, "", ("comment", "cli")),
-    (verbs.CANCEL, Status.REVIEW, "", ("comment", "cli")),
-    (verbs.CANCEL, Status.RUNNING, "", ("comment", "cli")),
-    (verbs.START_OVER, Status.REVIEW, "", ("comment", "cli")),
-    (verbs.START_OVER, Status.FAILED, "", ("comment", "cli")),
+    # Buttons are retry and stop only; every verb arrives by comment, command line and API.
+    (verbs.RESUME, Status.PAUSED, "", ("comment", "cli", "api")),
+    (verbs.CANCEL, Status.REVIEW, "", ("comment", "cli", "api")),
+    (verbs.CANCEL, Status.RUNNING, "", ("comment", "cli", "api")),
+    (verbs.START_OVER, Status.REVIEW, "", ("comment", "cli", "api")),
+    (verbs.START_OVER, Status.FAILED, "", ("comment", "cli", "api")),
 ]
 
 
