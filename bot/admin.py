@@ -442,12 +442,6 @@ def signed_request(body: bytes, *, event: str, secret: str, delivery_id: str | N
     }
 
 
-def event_from_path(path: Path) -> str | None:
-    """``…/webhooks/issues/labeled.json`` → ``issues`` (the folder's name). Not what ``replay``
-    sends: a file can be anywhere, so the event comes from the payload (:func:`infer_event`)."""
-    return path.parent.name if path.parent.name not in ("", ".") else None
-
-
 #: How a webhook payload tells its event (GitHub sends it in the ``X-GitHub-Event`` header,
 #: not in the body): the first row whose keys are all top-level keys of the payload names it.
 #: Most specific first (a review comment has ``comment`` and ``pull_request``; a comment on an

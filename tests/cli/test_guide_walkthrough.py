@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -27,27 +26,12 @@ from bot.sandbox import fake_agent
 from bot.sandbox.emulator import Emulator
 from bot.sandbox.state import IssueComment
 from tests.conftest import running_in_ci
+from tests.cli.registration_form import FormReader
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-class _FormReader(HTMLParser):
-    """The registration page's form: its action and hidden inputs (as in tests/cli/test_setup.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            self.action = attributes.get("action")
-        elif tag == "input" and attributes.get("name"):
-            self.fields[str(attributes["name"])] = attributes.get("value") or ""
 
 
 def _free_port() -> int:
@@ -130,7 +114,7 @@ async def test_the_guides_fifteen_minute_path_on_the_emulator(tmp_path: Path) ->
         async with aiohttp.ClientSession() as session:
             async with session.get(page_url) as response:
                 assert response.status == 200
-                form = _FormReader()
+                form = FormReader()
                 form.feed(await response.text())
             assert form.action is not None and form.action.startswith(f"{emulator.base_url}/settings/apps/new?state=")
             async with session.post(form.action, data=form.fields, allow_redirects=False) as response:

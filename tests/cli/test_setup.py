@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import stat
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +32,7 @@ from bot.setup import (
     registration_url,
     web_url_for,
 )
+from tests.cli.registration_form import FormReader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_URL = "https://bot.example.com/webhook"
@@ -40,22 +40,6 @@ WEBHOOK_URL = "https://bot.example.com/webhook"
 
 def _values(text: str) -> dict[str, str | None]:
     return dict(dotenv_values(stream=io.StringIO(text)))
-
-
-class _FormReader(HTMLParser):
-    """The registration page's form: its action and hidden inputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            self.action = attributes.get("action")
-        elif tag == "input" and attributes.get("name"):
-            self.fields[str(attributes["name"])] = attributes.get("value") or ""
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -103,7 +87,7 @@ def test_github_web_url_follows_the_api_url():
 def test_registration_page_posts_the_manifest_escaped():
     manifest = {"name": 'a"<b>', "url": "https://x.example", "description": "it's & <ok>"}
     page = registration_page(manifest, "https://github.com/settings/apps/new?state=a&b", env_file=Path("/srv/.env"))
-    reader = _FormReader()
+    reader = FormReader()
     reader.feed(page)
     assert reader.action == "https://github.com/settings/apps/new?state=a&b"
     assert json.loads(reader.fields["manifest"]) == manifest
@@ -203,7 +187,7 @@ async def test_registers_the_app_on_the_emulator_and_writes_env(tmp_path: Path):
                 # The browser: load the page, submit its form to "GitHub", follow the redirect back.
                 async with session.get(page_url) as response:
                     assert response.status == 200
-                    form = _FormReader()
+                    form = FormReader()
                     form.feed(await response.text())
                 assert form.action == f"{emulator.base_url}/settings/apps/new?state={server.state}"
                 manifest = json.loads(form.fields["manifest"])
