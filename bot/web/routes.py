@@ -25,14 +25,8 @@ from bot.tasks.model import utcnow
 from bot.web import views
 from bot.web.api import WebApi, error_response, json_errors
 from bot.web.auth import Access, LoginLimiter, decide_access, request_credentials
-from bot.web.dashboard import (
-    Dashboard,
-    e,
-    html_errors,
-    html_response,
-    render_message,
-    wants_fragment,
-)
+from bot.web.dashboard import Dashboard
+from bot.web.pages.html import e, html_errors, html_response, render_message, wants_fragment
 from bot.web.events import EventStreamOptions, TaskFeed
 from bot.web.metrics import Metrics
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from bot.operations.retention import prune_payloads
 from bot.store.base import Delivery, DeliveryState
 from bot.web import views
-from bot.web.dashboard import render_deliveries
+from bot.web.pages.deliveries import render_deliveries
 
 DAY = timedelta(days=1)
 

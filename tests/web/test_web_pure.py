@@ -21,15 +21,9 @@ from bot.web.api import (
     parse_state,
     parse_status,
 )
-from bot.web.dashboard import (
-    ago,
-    link,
-    render_board,
-    render_board_filters,
-    render_deliveries,
-    render_deliveries_filters,
-    render_message,
-)
+from bot.web.pages.board import render_board, render_board_filters
+from bot.web.pages.deliveries import render_deliveries, render_deliveries_filters
+from bot.web.pages.html import ago, link, render_message
 from bot.web.events import (
     StreamClosed,
     Subscription,
@@ -241,7 +235,7 @@ def test_the_task_page_says_when_a_cost_is_unknown_and_what_the_sandbox_refused(
 
     from bot.store.base import Attempt
     from bot.tasks.model import RetryKind, Task
-    from bot.web.dashboard import render_task
+    from bot.web.pages.task import render_task
 
     now = datetime(2026, 12, 7, tzinfo=UTC)
     task = Task(id="task_1", repo="o/r", installation_id=1, issue_number=3, title="t")

@@ -1,0 +1,1 @@
+"""The dashboard's pages, one module a page, over the building blocks in :mod:`.html`."""
