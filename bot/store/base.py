@@ -48,11 +48,72 @@ class Delivery:
     attempts: int = 0
     #: When the retention pruner dropped the payload (then ``payload`` is empty); None: kept.
     payload_pruned_at: datetime | None = None
+    #: The login of the account that caused the event (the payload's ``sender.login``, read
+    #: once at the ingress); "" when the payload names none. GitHub Apps' logins end "[bot]".
+    sender: str = ""
 
     @property
     def payload_pruned(self) -> bool:
         """Whether the payload was dropped by the ledger's retention (it cannot be replayed)."""
         return self.payload_pruned_at is not None
+
+    @property
+    def verdict(self) -> DeliveryVerdict:
+        """What became of the delivery, in one word (see :class:`DeliveryVerdict`)."""
+        if self.state is DeliveryState.FAILED:
+            return DeliveryVerdict.FAILED
+        if self.state is not DeliveryState.DONE:
+            return DeliveryVerdict.WAITING
+        return DeliveryVerdict.IGNORED if self.ignore_reason else DeliveryVerdict.ACTED
+
+    @property
+    def from_bot(self) -> bool:
+        """Whether a bot account (a GitHub App, ours included) sent it: its echoes of the
+        bot's own comments and check runs, folded away on the deliveries page by default."""
+        return self.sender.endswith("[bot]")
+
+
+class DeliveryVerdict(str, enum.Enum):
+    """What became of a delivery: a handler acted on it, every handler ignored it, a handler
+    failed, or it is still waiting to be (or being) processed."""
+
+    ACTED = "acted"
+    IGNORED = "ignored"
+    FAILED = "failed"
+    WAITING = "waiting"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCursor:
+    """A position in :meth:`Store.list_tasks`' order (``created_at`` then ``id``, newest
+    first): the page after it starts with the next older task. Tasks created later sort
+    before it, so paging on while tasks are added never repeats or skips a row."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """One batch of an attempt's log lines as the worker appended it (:meth:`Store.append_logs`)."""
+
+    seq: int  # increasing across all batches of the store: a follower asks for seq > the last seen
+    attempt: int
+    at: datetime  # when the batch was stored (its lines' timestamp)
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker process as it last reported itself (:meth:`Store.report_worker`)."""
+
+    worker_id: str
+    started_at: datetime  # the first report
+    seen_at: datetime  # the latest report
+    stats: Mapping[str, Any]  # what the process reports: running agents, GitHub requests, …
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +206,14 @@ class Store(Protocol):
         statuses: Sequence[Status] | None = None,
         repo: str | None = None,
         limit: int = 1000,
+        search: str | None = None,
+        before: TaskCursor | None = None,
     ) -> list[Task]:
-        """Newest first."""
+        """Newest first (``created_at`` then ``id``, descending).
+
+        ``search``: tasks whose title, repository or id contains it (case-insensitive), or,
+        when it is a number (``12`` or ``#12``), whose issue or pull request has that number.
+        ``before``: only tasks after that position (keyset paging, :class:`TaskCursor`)."""
 
     async def transition(
         self,
@@ -216,6 +283,27 @@ class Store(Protocol):
     async def read_logs(self, task_id: str, attempt: int | None = None) -> list[tuple[int, str]]:
         """``(attempt, line)`` in order; all attempts when ``attempt`` is None."""
 
+    async def read_log_batches(
+        self, task_id: str, attempt: int | None = None, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[LogBatch]:
+        """The task's log batches with ``seq > after_seq``, by attempt then ``seq`` (all
+        attempts when ``attempt`` is None); at most ``limit`` batches when given."""
+
+    async def list_attempts_for(self, task_ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        """The attempts of many tasks in one query: task id → its attempts by number (a task
+        without attempts is absent)."""
+
+    async def list_events_for(
+        self, task_ids: Sequence[str], *, kinds: Sequence[str] | None = None
+    ) -> dict[str, list[TaskEvent]]:
+        """The events of many tasks in one query (only ``kinds`` when given): task id → its
+        events in order."""
+
+    async def tasks_for_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, str]:
+        """Which task each delivery changed: delivery id → task id, from the audit trail's
+        ``delivery_id`` (the newest event's task when several; deliveries that changed no
+        task are absent)."""
+
     async def add_event(self, event: TaskEvent) -> None: ...
 
     async def record_fact(self, key: str, value: str = "") -> bool:
@@ -237,9 +325,21 @@ class Store(Protocol):
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
     async def list_deliveries(
-        self, *, limit: int = 100, state: DeliveryState | None = None, repo: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        state: DeliveryState | None = None,
+        repo: str | None = None,
+        event: str | None = None,
+        verdict: DeliveryVerdict | None = None,
+        from_bots: bool | None = None,
+        before_seq: int | None = None,
     ) -> list[Delivery]:
-        """Newest first."""
+        """Newest first (``seq`` descending). ``event``: that ``X-GitHub-Event`` (``issues``)
+        or event and action (``issues.labeled``); ``verdict``: :attr:`Delivery.verdict`;
+        ``from_bots``: only (True) or no (False) deliveries a bot account sent
+        (:attr:`Delivery.from_bot`); ``before_seq``: only rows with a smaller ``seq`` (keyset
+        paging: rows recorded later never shift a page)."""
 
     async def claim_deliveries(self, dispatcher_id: str, *, limit: int = 10) -> list[Delivery]:
         """Claim pending rows for dispatch, oldest first, at most one row per repository
@@ -272,6 +372,17 @@ class Store(Protocol):
     async def wait_for_deliveries(self, timeout: float) -> bool: ...
 
     async def notify_deliveries(self) -> None: ...
+
+    # -- workers -----------------------------------------------------------------------
+    async def report_worker(self, worker_id: str, stats: Mapping[str, Any]) -> None:
+        """Record that ``worker_id`` is alive now, with what it reports (JSON-able values);
+        the first report sets ``started_at``, every report ``seen_at`` and ``stats``."""
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every worker that reported, most recently seen first."""
+
+    async def forget_workers(self, seen_before: datetime) -> int:
+        """Drop workers not seen since ``seen_before``; returns how many."""
 
     # -- installations -----------------------------------------------------------------
     async def upsert_installation(self, installation: Installation) -> None: ...
