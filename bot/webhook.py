@@ -61,6 +61,7 @@ class ParsedDelivery:
     action: str
     repo: str
     installation_id: int | None
+    sender: str = ""  # the payload's sender.login ("" when it names none)
 
 
 def verify_signature(body: bytes, secret: bytes, header: str | None, sha1_header: str | None) -> None:
@@ -91,12 +92,17 @@ class _Installation(msgspec.Struct):
     id: int = 0
 
 
+class _Sender(msgspec.Struct):
+    login: str = ""
+
+
 class _Envelope(msgspec.Struct):
     """The only fields of a payload the ledger keeps in columns of their own."""
 
     action: str = ""
     repository: _Repository | None = None
     installation: _Installation | None = None
+    sender: _Sender | None = None
 
 
 class _RawEnvelope(msgspec.Struct):
@@ -105,6 +111,7 @@ class _RawEnvelope(msgspec.Struct):
     action: msgspec.Raw = msgspec.Raw()
     repository: msgspec.Raw = msgspec.Raw()
     installation: msgspec.Raw = msgspec.Raw()
+    sender: msgspec.Raw = msgspec.Raw()
 
 
 class _RawRepository(msgspec.Struct):
@@ -115,13 +122,17 @@ class _RawInstallation(msgspec.Struct):
     id: msgspec.Raw = msgspec.Raw()
 
 
+class _RawSender(msgspec.Struct):
+    login: msgspec.Raw = msgspec.Raw()
+
+
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _RAW_ENVELOPE = msgspec.json.Decoder(_RawEnvelope)
 
 
 def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
     """Check that the body is a JSON object and read the event, delivery id, action,
-    repository and installation from it.
+    repository, installation and sender's login from it.
 
     Only those fields are built: msgspec checks the syntax of the whole body while it skips
     the rest, so no parsed payload exists (nothing for the garbage collector while the
@@ -137,11 +148,12 @@ def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
         try:
             envelope = _ENVELOPE.decode(body)
         except msgspec.ValidationError:  # (a DecodeError too)
-            action, repo, installation_id = _read_leniently(body)
+            action, repo, installation_id, sender = _read_leniently(body)
         else:
             action = envelope.action
             repo = envelope.repository.full_name if envelope.repository is not None else ""
             installation_id = envelope.installation.id if envelope.installation is not None else None
+            sender = envelope.sender.login if envelope.sender is not None else ""
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, f"Body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -154,23 +166,27 @@ def parse_delivery(headers: Any, body: bytes) -> ParsedDelivery:
         action=action,
         repo=repo,
         installation_id=installation_id,
+        sender=sender,
     )
 
 
-def _read_leniently(body: bytes) -> tuple[str, str, int | None]:
+def _read_leniently(body: bytes) -> tuple[str, str, int | None, str]:
     """The slow path for valid JSON whose fields have unexpected types: (action, repository,
-    installation id), each missing where it is not of the type GitHub sends. Each field is
-    read by itself, so a value out of range elsewhere in the body is skipped, as above."""
+    installation id, sender's login), each missing where it is not of the type GitHub sends.
+    Each field is read by itself, so a value out of range elsewhere in the body is skipped,
+    as above."""
     try:
         fields = _RAW_ENVELOPE.decode(body)
     except msgspec.ValidationError:
         raise WebhookRejected(400, NOT_AN_OBJECT) from None
     repository = _loose(fields.repository, _RawRepository)
     installation = _loose(fields.installation, _RawInstallation)
+    sender = _loose(fields.sender, _RawSender)
     return (
         _loose(fields.action, str) or "",
         (_loose(repository.full_name, str) if repository is not None else None) or "",
         _installation_id(installation.id) if installation is not None else None,
+        (_loose(sender.login, str) if sender is not None else None) or "",
     )
 
 
@@ -301,6 +317,7 @@ class WebhookIngress:
                 installation_id=parsed.installation_id,
                 payload=body,
                 received_at=self._clock(),
+                sender=parsed.sender,
             )
         )
         if self.on_result is not None:

@@ -48,10 +48,14 @@ from bot.store.base import (
     Attempt,
     Delivery,
     DeliveryState,
+    DeliveryVerdict,
     Installation,
+    LogBatch,
     PruneResult,
     StoreError,
+    TaskCursor,
     TaskEvent,
+    WorkerRecord,
 )
 from bot.store.migrations import load_migrations
 from bot.tasks.model import TASK_FIELDS, Status, Task, utcnow
@@ -98,6 +102,7 @@ _DELIVERY_ARRAY_TYPES = (
     "timestamptz[]",
     "timestamptz[]",
     "integer[]",
+    "text[]",
 )
 _DELIVERY_INSERT = (
     f"INSERT INTO deliveries ({', '.join(rows.DELIVERY_COLUMNS)}) "
@@ -370,12 +375,17 @@ class PostgresStore:
         statuses: Sequence[Status] | None = None,
         repo: str | None = None,
         limit: int = 1000,
+        search: str | None = None,
+        before: TaskCursor | None = None,
     ) -> list[Task]:
+        terms, params = rows.task_filters(
+            statuses=statuses, repo=repo, search=search, before=before, encode_time=_encode_time
+        )
         found = await self._fetch(
-            "SELECT * FROM tasks WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))"
-            " AND ($2::text IS NULL OR repo = $2) ORDER BY created_at DESC, id DESC LIMIT $3",
-            None if statuses is None else [Status(s).value for s in statuses],
-            repo,
+            rows.dollar_placeholders(
+                f"SELECT * FROM tasks {rows.where_clause(terms)}ORDER BY created_at DESC, id DESC LIMIT ?"
+            ),
+            *params,
             limit,
         )
         return [_task(row) for row in found]
@@ -609,6 +619,51 @@ class PostgresStore:
         )
         return rows.flatten_log_batches((row["attempt"], row["lines"]) for row in found)
 
+    async def read_log_batches(
+        self, task_id: str, attempt: int | None = None, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[LogBatch]:
+        found = await self._fetch(
+            "SELECT seq, attempt, lines, created_at FROM attempt_logs WHERE task_id = $1 AND seq > $2"
+            " AND ($3::integer IS NULL OR attempt = $3) ORDER BY attempt, seq LIMIT $4",
+            task_id,
+            after_seq,
+            attempt,
+            limit,
+        )
+        return [rows.log_batch_from_row(row, _decode_time) for row in found]
+
+    async def list_attempts_for(self, task_ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        found = await self._fetch(
+            "SELECT * FROM attempts WHERE task_id = ANY($1::text[]) ORDER BY task_id, number",
+            rows.unique_ids(task_ids),
+        )
+        attempts: dict[str, list[Attempt]] = {}
+        for row in found:
+            attempts.setdefault(row["task_id"], []).append(rows.attempt_from_row(row, _decode_time))
+        return attempts
+
+    async def list_events_for(
+        self, task_ids: Sequence[str], *, kinds: Sequence[str] | None = None
+    ) -> dict[str, list[TaskEvent]]:
+        found = await self._fetch(
+            "SELECT * FROM task_events WHERE task_id = ANY($1::text[])"
+            " AND ($2::text[] IS NULL OR kind = ANY($2::text[])) ORDER BY seq",
+            rows.unique_ids(task_ids),
+            None if kinds is None else rows.unique_ids(kinds),
+        )
+        events: dict[str, list[TaskEvent]] = {}
+        for row in found:
+            events.setdefault(row["task_id"], []).append(rows.event_from_row(row, _decode_time))
+        return events
+
+    async def tasks_for_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, str]:
+        found = await self._fetch(
+            "SELECT delivery_id, task_id FROM task_events"
+            " WHERE delivery_id = ANY($1::text[]) AND delivery_id <> '' ORDER BY seq",
+            rows.unique_ids(delivery_ids),
+        )
+        return rows.newest_task_per_delivery((row["delivery_id"], row["task_id"]) for row in found)
+
     async def add_event(self, event: TaskEvent) -> None:
         async with self._tx() as tx:
             await self._insert_event(tx, event, self._clock())
@@ -698,13 +753,24 @@ class PostgresStore:
         return rows.delivery_from_row(found[0], _decode_time) if found else None
 
     async def list_deliveries(
-        self, *, limit: int = 100, state: DeliveryState | None = None, repo: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        state: DeliveryState | None = None,
+        repo: str | None = None,
+        event: str | None = None,
+        verdict: DeliveryVerdict | None = None,
+        from_bots: bool | None = None,
+        before_seq: int | None = None,
     ) -> list[Delivery]:
+        terms, params = rows.delivery_filters(
+            state=state, repo=repo, event=event, verdict=verdict, from_bots=from_bots, before_seq=before_seq
+        )
         found = await self._fetch(
-            "SELECT * FROM deliveries WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR repo = $2)"
-            " ORDER BY seq DESC LIMIT $3",
-            None if state is None else DeliveryState(state).value,
-            repo,
+            rows.dollar_placeholders(
+                f"SELECT * FROM deliveries {rows.where_clause(terms)}ORDER BY seq DESC LIMIT ?"
+            ),
+            *params,
             limit,
         )
         return [rows.delivery_from_row(row, _decode_time) for row in found]
@@ -790,6 +856,28 @@ class PostgresStore:
     async def notify_deliveries(self) -> None:
         async with self._tx() as tx:
             await tx.notify(DELIVERIES)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def report_worker(self, worker_id: str, stats: Mapping[str, Any]) -> None:
+        now = self._clock()
+        await self._fetch(
+            "INSERT INTO workers (worker_id, started_at, seen_at, stats) VALUES ($1, $2, $2, $3::jsonb)"
+            " ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at, stats = excluded.stats",
+            rows.clean_text(worker_id),
+            _encode_time(now),
+            rows.worker_stats_json(stats),
+        )
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        found = await self._fetch("SELECT * FROM workers ORDER BY seen_at DESC, worker_id")
+        return [rows.worker_from_row(row, _decode_time) for row in found]
+
+    async def forget_workers(self, seen_before: datetime) -> int:
+        dropped = await self._fetch(
+            "DELETE FROM workers WHERE seen_at < $1 RETURNING worker_id", _encode_time(seen_before)
+        )
+        return len(dropped)
 
     # -- installations -----------------------------------------------------------------
 

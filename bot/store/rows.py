@@ -14,6 +14,7 @@ import collections
 import enum
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,9 +27,13 @@ from bot.store.base import (
     Attempt,
     Delivery,
     DeliveryState,
+    DeliveryVerdict,
     Installation,
+    LogBatch,
     StoreError,
+    TaskCursor,
     TaskEvent,
+    WorkerRecord,
 )
 from bot.tasks.model import TASK_FIELDS, RetryKind, Status, Task
 
@@ -364,6 +369,7 @@ DELIVERY_COLUMNS = (
     "claimed_at",
     "processed_at",
     "attempts",
+    "sender",
 )
 
 
@@ -390,6 +396,7 @@ def delivery_params(delivery: Delivery, encode_time: EncodeTime) -> list[Any]:
         None if claimed_at is None else encode_time(require_utc(claimed_at, "delivery.claimed_at")),
         None if processed_at is None else encode_time(require_utc(processed_at, "delivery.processed_at")),
         _int(delivery.attempts, "delivery.attempts"),
+        _text(delivery.sender, "delivery.sender"),
     ]
 
 
@@ -413,6 +420,7 @@ def delivery_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> Delive
         processed_at=None if processed_at is None else decode_time(processed_at),
         attempts=row["attempts"],
         payload_pruned_at=None if pruned_at is None else decode_time(pruned_at),
+        sender=row["sender"],
     )
 
 
@@ -443,6 +451,174 @@ def installation_from_row(
 
 def flatten_log_batches(batches: Iterable[tuple[int, Sequence[str]]]) -> list[tuple[int, str]]:
     return [(attempt, line) for attempt, lines in batches for line in lines]
+
+
+def log_batch_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> LogBatch:
+    """An ``attempt_logs`` row (``lines``: JSON text on SQLite, an array on PostgreSQL)."""
+    lines = row["lines"]
+    return LogBatch(
+        seq=row["seq"],
+        attempt=row["attempt"],
+        at=decode_time(row["created_at"]),
+        lines=tuple(json.loads(lines) if isinstance(lines, str) else lines),
+    )
+
+
+def worker_from_row(row: Mapping[str, Any], decode_time: DecodeTime) -> WorkerRecord:
+    stats = row["stats"]
+    return WorkerRecord(
+        worker_id=row["worker_id"],
+        started_at=decode_time(row["started_at"]),
+        seen_at=decode_time(row["seen_at"]),
+        stats=json.loads(stats) if isinstance(stats, str) else dict(stats),
+    )
+
+
+def worker_stats_json(stats: Mapping[str, Any]) -> str:
+    """A worker's report as the JSON text the ``workers`` table keeps."""
+    if not isinstance(stats, Mapping):
+        raise StoreError(f"worker stats: expected a mapping, got {type(stats).__name__}")
+    return to_json(dict(stats))
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """Distinct ids in first-seen order (the parameter of a bulk read)."""
+    if isinstance(ids, str):
+        raise StoreError("expected a sequence of ids, not one string")
+    return list(dict.fromkeys(ids))
+
+
+def newest_task_per_delivery(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``(delivery_id, task_id)`` pairs in audit-trail order → delivery id → the task of its
+    newest event."""
+    found: dict[str, str] = {}
+    for delivery_id, task_id in pairs:
+        found[delivery_id] = task_id
+    return found
+
+
+# -- console queries (pure): WHERE terms with ``?`` placeholders ------------------------------
+
+#: LIKE's escape character in every pattern built here (``ESCAPE '\'``).
+LIKE_ESCAPE = "\\"
+_BOT_SUFFIX = "[bot]"
+
+
+def like_literal(text: str) -> str:
+    """``text`` with LIKE's wildcards (and the escape character) escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_number(search: str) -> int | None:
+    """The issue or pull request number a search names (``12`` or ``#12``), if any."""
+    digits = search.strip().removeprefix("#")
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    number = int(digits)
+    return number if number <= INT64_MAX else None
+
+
+def task_filters(
+    *,
+    statuses: Sequence[Any] | None,
+    repo: str | None,
+    search: str | None,
+    before: TaskCursor | None,
+    encode_time: EncodeTime,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (joined with AND) and parameters of :meth:`Store.list_tasks`.
+
+    Search is case-insensitive on ``lower()`` of both sides (SQLite folds ASCII letters
+    only); a blank search filters nothing."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if statuses is not None:
+        values = [Status(s).value for s in statuses]
+        if not values:
+            terms.append("1 = 0")
+        else:
+            terms.append(f"status IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+    if repo is not None:
+        terms.append("repo = ?")
+        params.append(repo)
+    text = clean_text(search).strip() if search is not None else ""
+    if text:
+        pattern = f"%{like_literal(text.lower())}%"
+        matches = [f"lower({column}) LIKE ? ESCAPE '{LIKE_ESCAPE}'" for column in ("title", "repo", "id")]
+        params.extend([pattern] * 3)
+        number = search_number(text)
+        if number is not None:
+            matches.append("issue_number = ? OR pr_number = ?")
+            params.extend([number, number])
+        terms.append(f"({' OR '.join(matches)})")
+    if before is not None:
+        terms.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        at = encode_time(require_utc(before.created_at, "cursor.created_at"))
+        params.extend([at, at, _text(before.id, "cursor.id")])
+    return terms, params
+
+
+def delivery_filters(
+    *,
+    state: Any | None,
+    repo: str | None,
+    event: str | None,
+    verdict: Any | None,
+    from_bots: bool | None,
+    before_seq: int | None,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (joined with AND) and parameters of :meth:`Store.list_deliveries`."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        terms.append("state = ?")
+        params.append(_enum(DeliveryState, state, "delivery state").value)
+    if repo is not None:
+        terms.append("repo = ?")
+        params.append(repo)
+    if event is not None:
+        name, dot, action = event.partition(".")
+        terms.append("event = ?")
+        params.append(name)
+        if dot:
+            terms.append("action = ?")
+            params.append(action)
+    if verdict is not None:
+        terms.append(_VERDICT_TERMS[_enum(DeliveryVerdict, verdict, "delivery verdict")])
+    if from_bots is not None:
+        # substr, not LIKE: SQLite's LIKE ignores case, Delivery.from_bot does not
+        ends_bot = f"substr(sender, length(sender) - {len(_BOT_SUFFIX) - 1}) = '{_BOT_SUFFIX}'"
+        terms.append(ends_bot if from_bots else f"NOT ({ends_bot})")
+    if before_seq is not None:
+        terms.append("seq < ?")
+        params.append(_int(before_seq, "before_seq"))
+    return terms, params
+
+
+_VERDICT_TERMS: Mapping[DeliveryVerdict, str] = MappingProxyType(
+    {
+        DeliveryVerdict.ACTED: "(state = 'done' AND ignore_reason = '')",
+        DeliveryVerdict.IGNORED: "(state = 'done' AND ignore_reason <> '')",
+        DeliveryVerdict.FAILED: "state = 'failed'",
+        DeliveryVerdict.WAITING: "state IN ('pending', 'processing')",
+    }
+)
+
+
+def where_clause(terms: Sequence[str]) -> str:
+    """``WHERE a AND b `` (with a trailing space), or "" without terms."""
+    return f"WHERE {' AND '.join(terms)} " if terms else ""
+
+
+def dollar_placeholders(sql: str) -> str:
+    """``?`` placeholders numbered for PostgreSQL (``$1``, ``$2``, …); the SQL built here has
+    no ``?`` inside a literal."""
+    numbers = iter(range(1, sql.count("?") + 1))
+    return "".join(f"${next(numbers)}" if part == "?" else part for part in _PLACEHOLDER_SPLIT.split(sql))
+
+
+_PLACEHOLDER_SPLIT = re.compile(r"(\?)")
 
 
 # -- claim limits (pure) --------------------------------------------------------------------

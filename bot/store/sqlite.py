@@ -51,10 +51,14 @@ from bot.store.base import (
     Attempt,
     Delivery,
     DeliveryState,
+    DeliveryVerdict,
     Installation,
+    LogBatch,
     PruneResult,
     StoreError,
+    TaskCursor,
     TaskEvent,
+    WorkerRecord,
 )
 from bot.store.ledger_writer import LedgerWriterProcess
 from bot.store.migrations import load_migrations
@@ -408,17 +412,15 @@ class SQLiteStore:
         statuses: Sequence[Status] | None = None,
         repo: str | None = None,
         limit: int = 1000,
+        search: str | None = None,
+        before: TaskCursor | None = None,
     ) -> list[Task]:
-        where, params = [], []
-        if statuses is not None:
-            where.append("status IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps([Status(s).value for s in statuses]))
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        terms, params = rows.task_filters(
+            statuses=statuses, repo=repo, search=search, before=before, encode_time=encode_time
+        )
         found = await self._read(
-            f"SELECT * FROM tasks {clause}ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
+            f"SELECT * FROM tasks {rows.where_clause(terms)}ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
         )
         return [self._task(row) for row in found]
 
@@ -618,6 +620,53 @@ class SQLiteStore:
             )
         return rows.flatten_log_batches((row[0], json.loads(row[1])) for row in found)
 
+    async def read_log_batches(
+        self, task_id: str, attempt: int | None = None, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[LogBatch]:
+        sql = "SELECT seq, attempt, lines, created_at FROM attempt_logs WHERE task_id = ? AND seq > ?"
+        params: list[Any] = [task_id, after_seq]
+        if attempt is not None:
+            sql += " AND attempt = ?"
+            params.append(attempt)
+        sql += " ORDER BY attempt, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        found = await self._read(sql, params)
+        return [rows.log_batch_from_row(row, decode_time) for row in found]
+
+    async def list_attempts_for(self, task_ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        found = await self._read(
+            "SELECT * FROM attempts WHERE task_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY task_id, number",
+            (json.dumps(rows.unique_ids(task_ids)),),
+        )
+        attempts: dict[str, list[Attempt]] = {}
+        for row in found:
+            attempts.setdefault(row["task_id"], []).append(rows.attempt_from_row(row, decode_time))
+        return attempts
+
+    async def list_events_for(
+        self, task_ids: Sequence[str], *, kinds: Sequence[str] | None = None
+    ) -> dict[str, list[TaskEvent]]:
+        sql = "SELECT * FROM task_events WHERE task_id IN (SELECT value FROM json_each(?))"
+        params: list[Any] = [json.dumps(rows.unique_ids(task_ids))]
+        if kinds is not None:
+            sql += " AND kind IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(rows.unique_ids(kinds)))
+        events: dict[str, list[TaskEvent]] = {}
+        for row in await self._read(sql + " ORDER BY seq", params):
+            events.setdefault(row["task_id"], []).append(rows.event_from_row(row, decode_time))
+        return events
+
+    async def tasks_for_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, str]:
+        found = await self._read(
+            "SELECT delivery_id, task_id FROM task_events"
+            " WHERE delivery_id IN (SELECT value FROM json_each(?)) AND delivery_id <> '' ORDER BY seq",
+            (json.dumps(rows.unique_ids(delivery_ids)),),
+        )
+        return rows.newest_task_per_delivery((row[0], row[1]) for row in found)
+
     async def add_event(self, event: TaskEvent) -> None:
         async with self._write() as tx:
             await self._insert_event(tx, event, self._clock())
@@ -675,18 +724,21 @@ class SQLiteStore:
         return _delivery_from_row(found[0]) if found else None
 
     async def list_deliveries(
-        self, *, limit: int = 100, state: DeliveryState | None = None, repo: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        state: DeliveryState | None = None,
+        repo: str | None = None,
+        event: str | None = None,
+        verdict: DeliveryVerdict | None = None,
+        from_bots: bool | None = None,
+        before_seq: int | None = None,
     ) -> list[Delivery]:
-        where, params = [], []
-        if state is not None:
-            where.append("state = ?")
-            params.append(DeliveryState(state).value)
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        terms, params = rows.delivery_filters(
+            state=state, repo=repo, event=event, verdict=verdict, from_bots=from_bots, before_seq=before_seq
+        )
         found = await self._read(
-            f"SELECT * FROM deliveries {clause}ORDER BY seq DESC LIMIT ?", (*params, limit)
+            f"SELECT * FROM deliveries {rows.where_clause(terms)}ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
         return [_delivery_from_row(row) for row in found]
 
@@ -771,6 +823,28 @@ class SQLiteStore:
     async def notify_deliveries(self) -> None:
         async with self._write() as tx:
             await tx.notify(DELIVERIES_CHANNEL)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def report_worker(self, worker_id: str, stats: Mapping[str, Any]) -> None:
+        now = encode_time(self._clock())
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO workers (worker_id, started_at, seen_at, stats) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at, stats = excluded.stats",
+                (rows.clean_text(worker_id), now, now, rows.worker_stats_json(stats)),
+            )
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        found = await self._read("SELECT * FROM workers ORDER BY seen_at DESC, worker_id")
+        return [rows.worker_from_row(row, decode_time) for row in found]
+
+    async def forget_workers(self, seen_before: datetime) -> int:
+        async with self._write() as tx:
+            dropped = await tx.fetch(
+                "DELETE FROM workers WHERE seen_at < ? RETURNING worker_id", (encode_time(seen_before),)
+            )
+        return len(dropped)
 
     # -- installations -----------------------------------------------------------------
 
