@@ -184,16 +184,15 @@ async def test_concurrent_dispatchers_keep_rows_exclusive_and_repos_in_order(sto
     order: defaultdict[str, list[int]] = defaultdict(list)
 
     async def dispatch(dispatcher: Store, name: str) -> None:
-        idle = 0
-        while idle < 3:
+        # until no row is pending: under load a dispatcher may find every repository busy for
+        # a while (its rows in flight elsewhere), and must not give up while rows remain
+        while True:
             batch = await dispatcher.claim_deliveries(name, limit=4)
             if not batch:
                 if not await store.list_deliveries(state=DeliveryState.PENDING, limit=1):
                     return
-                idle += 1
                 await asyncio.sleep(0.005)
                 continue
-            idle = 0
             batch_repos = [d.repo for d in batch if d.repo]
             assert len(batch_repos) == len(set(batch_repos))
             for delivery in batch:
@@ -207,7 +206,7 @@ async def test_concurrent_dispatchers_keep_rows_exclusive_and_repos_in_order(sto
                 in_flight.discard(delivery.repo)
                 await dispatcher.finish_delivery(delivery.id, state=DeliveryState.DONE, outcome=name)
 
-    await asyncio.gather(*(dispatch(d, f"disp-{n}") for n, d in enumerate(dispatchers)))
+    await asyncio.wait_for(asyncio.gather(*(dispatch(d, f"disp-{n}") for n, d in enumerate(dispatchers))), 60)
     assert set(claims) == set(seq_of) and set(claims.values()) == {1}
     for repo, seqs in order.items():
         assert seqs == sorted(seqs), repo
