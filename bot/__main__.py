@@ -22,8 +22,8 @@ from bot.config import (
     ConfigError,
     RepoConfigError,
     Settings,
-    dump_repo_config,
     agent_environ,
+    dump_repo_config,
     load_settings,
     parse_repo_config,
     unknown_settings,
@@ -32,8 +32,8 @@ from bot.errors import ExitCode, UserError, exit_code_table
 from bot.logs import configure_logging, redact_url
 from bot.messages import COMMAND_HELP
 from bot.store.base import DeliveryState, StoreError
-from bot.tasks.model import Status
 from bot.tasks import verbs
+from bot.tasks.model import Status
 from bot.tasks.verbs import TASK_VERBS
 
 log = logging.getLogger("patchwright")
@@ -161,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
         t_verb.add_argument("task_id", metavar="ID", help=_TASK_ID_HELP)
         if verb.takes_text:
             t_verb.add_argument("instructions", nargs="*", help="instructions for the agent")
+    t_edit = tasks_sub.add_parser(
+        "edit",
+        help="edit a paused task's input: the issue text it works from, the next attempt's instructions",
+        description="Only while the task is paused (stop it first); `resume` then starts the next "
+        "attempt from the new input. Give --spec-file, --instructions or both.",
+    )
+    t_edit.add_argument("task_id", metavar="ID", help=_TASK_ID_HELP)
+    t_edit.add_argument(
+        "--spec-file", type=Path, metavar="FILE", help="the new issue text (spec), read from FILE ('-': standard input)"
+    )
+    t_edit.add_argument("--instructions", metavar="TEXT", help="the next attempt's instructions ('' removes them)")
 
     deliveries = sub.add_parser("deliveries", help="the webhook ledger: list, show, replay")
     d_sub = deliveries.add_subparsers(dest="deliveries_command", metavar="ACTION", required=True)
@@ -429,8 +440,8 @@ async def prune(settings: Settings, *, days: int, dry_run: bool) -> int:
 
 
 async def worker(settings: Settings, environ: Mapping[str, str]) -> int:
-    from bot.store.factory import open_store
     from bot.runtime import run_worker
+    from bot.store.factory import open_store
 
     store = await open_store(settings.database_url)
     stop = asyncio.Event()

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
+from bot.errors import ExitCode, UserError
 from bot.operations.commands import run_task_command, task_verb
 from bot.operations.decisions import LostRaces
-from bot.operations.retention import replay_refusal
+from bot.operations.edit import edit_problem, edit_task_input
+from bot.operations.replay import Replay, replay_delivery
 from bot.operations.services import Services, offline_services
 from bot.store.base import Attempt, Delivery, DeliveryState, Store, TaskEvent
 from bot.tasks import verbs
@@ -334,6 +337,42 @@ async def run_tasks_command(services: Services, task_id: str, verb: str, instruc
     return done + (f"\n{left}" if (left := left_to_github(result.decision, services)) else "")
 
 
+SPEC_FILE_UNREADABLE = "--spec-file {path}: {reason}: give a readable text file ('-' reads standard input)"
+
+
+def read_spec_file(path: Path, *, stdin: Callable[[], str] | None = None) -> str:
+    """The text of ``tasks edit --spec-file`` (``-``: standard input); an unreadable file is
+    a usage error (exit code 2)."""
+    if str(path) == "-":
+        return (stdin or sys.stdin.read)()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(SPEC_FILE_UNREADABLE.format(path=path, reason=reason), code=ExitCode.CONFIG) from None
+
+
+async def run_tasks_edit(
+    services: Services, task_id: str, *, spec: str | None, instructions: str | None
+) -> str:
+    """``tasks edit``: a paused task's input through the same operation as the API (actor
+    ``cli``). A task in another status is refused with the rule's reason (exit code 1); an
+    edit without a field or with too long a text is a usage error (exit code 2)."""
+    if (problem := edit_problem(spec, instructions)) is not None:
+        raise UserError(problem, code=ExitCode.CONFIG)
+    task = await find_task(services.store, task_id)
+    try:
+        result = await edit_task_input(services, task.id, spec=spec, instructions=instructions, actor=ACTOR)
+    except LostRaces:
+        raise AdminError(f"{task.id} kept changing; try again") from None
+    if result is None:
+        raise AdminError(f"no task {task.id!r}: `patchwright tasks list` shows the ids")
+    if not result.accepted and result.previous.status is not Status.PAUSED:
+        raise AdminError(cli_reason(result.decision.reason, task.id, services.mention))
+    done = "input edited" if result.accepted else "input unchanged"
+    return f"{task.id}: {done}: {cli_reason(result.decision.reason, task.id, services.mention)}"
+
+
 def left_to_github(decision: Decision, services: Services) -> str:
     """What an accepted decision's effects would have done on GitHub and this process could
     not (it has no GitHub client): one line saying what to do there, or ""."""
@@ -373,14 +412,11 @@ async def run_deliveries_show(store: Store, delivery_id: str, *, payload: bool =
 
 
 async def run_deliveries_replay(store: Store, delivery_id: str) -> str:
-    row = await store.get_delivery(delivery_id)
-    if row is None:
+    result = await replay_delivery(store, delivery_id)
+    if result.outcome is Replay.NOT_FOUND:
         raise AdminError(f"no delivery {delivery_id!r}")
-    if (refusal := replay_refusal(row)) is not None:
-        raise AdminError(refusal)
-    if not await store.requeue_delivery(delivery_id):
-        raise AdminError(f"delivery {delivery_id} is still waiting or being processed; nothing to replay")
-    await store.notify_deliveries()
+    if not result.queued:
+        raise AdminError(result.message)
     return f"delivery {delivery_id} queued again; a running dispatcher processes it"
 
 
@@ -417,6 +453,11 @@ async def run(
         if services is None:
             services = offline_services(settings, store, clock=utcnow)
         write(await run_tasks_command(services, args.task_id, verb_name, " ".join(getattr(args, "instructions", None) or [])))
+    elif action == "edit":
+        spec = read_spec_file(args.spec_file) if args.spec_file is not None else None
+        if services is None:
+            services = offline_services(settings, store, clock=utcnow)
+        write(await run_tasks_edit(services, args.task_id, spec=spec, instructions=args.instructions))
     elif action == "list":
         write(await run_tasks_list(
             store, status=args.status, repo=args.repo, limit=args.limit, as_json=as_json, html_base=html_base

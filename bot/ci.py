@@ -364,6 +364,34 @@ def decision_key(repo: str, head_sha: str) -> str:
     return f"ci:{repo.lower()}@{head_sha.lower()}"
 
 
+#: The one-time facts the CI evaluation records for a head the bot pushed
+#: (:meth:`bot.store.base.Store.record_fact`); :func:`ci_fact` fills one in.
+PASSED_FACT = "ci-passed"  # CI passed
+NOT_CODE_FACT = "ci-not-code"  # failed for a reason that is not the code's (no retry)
+FAILS_ON_BASE_FACT = "ci-base"  # failed, and fails on the base branch too (no retry)
+
+
+def ci_fact(kind: str, repo: str, head_sha: str) -> str:
+    """The fact key of ``kind`` (:data:`PASSED_FACT`…) for ``repo``'s head ``head_sha``."""
+    return f"{kind}:{repo}:{head_sha}"
+
+
+class HeadState(str, enum.Enum):
+    """The CI state of a task's head in review, as the dashboard shows it."""
+
+    PASSING = "passing"
+    FAILING = "failing"  # failed, not the code's fault (a code failure leaves review for a retry)
+    PENDING = "pending"  # not settled (or not evaluated yet)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def head_state(*, passed: bool, failed: bool) -> HeadState:
+    """The head's state from the facts recorded for it."""
+    return HeadState.PASSING if passed else HeadState.FAILING if failed else HeadState.PENDING
+
+
 def failure_category(names: Iterable[str]) -> str:
     """``ci_failure:`` + the sorted, distinct failing check names joined by ``,``."""
     return "ci_failure:" + ",".join(sorted(set(names)))

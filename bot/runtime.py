@@ -82,6 +82,7 @@ async def connect_services(
         clock=clock,
         app_id=app.id,
         forget_installation=github.drop,
+        github_usage=github.usage,
     )
     return services, github
 
@@ -265,15 +266,12 @@ async def run_worker(
 
 
 __all__ = [
-    "AppIdentity",
     "DeferredRuntime",
-    "GitHubUnreachable",
     "Runtime",
     "RuntimeFactory",
     "check_app_credentials",
     "connect_services",
     "context_factory",
-    "identify_app",
     "offline_services",
     "run_worker",
     "start_runtime",

@@ -63,7 +63,13 @@ import gidgethub.aiohttp
 from gidgethub import sansio
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from bot.github.auth import AppAuthorizer, AppCredentials, InstallationAuthorizer, TokenProvider
+from bot.github.auth import (
+    AppAuthorizer,
+    AppCredentials,
+    InstallationAuthorizer,
+    TokenProvider,
+)
+from bot.github.usage import APP_LABEL, GitHubUsage
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +247,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     ``authorizer`` supplies ``Authorization`` for requests that do not carry one (None: send
     what gidgethub built). ``transport`` replaces the aiohttp call (tests); ``sleep``,
     ``rand`` and ``clock`` (wall-clock epoch seconds) are injected so that tests never sleep.
+    ``usage`` counts every request sent (each retry too) under ``usage_label`` (the
+    installation id, or ``app``), with the rate-limit budget GitHub reports.
     """
 
     def __init__(
@@ -257,6 +265,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         rand: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         timeout: aiohttp.ClientTimeout | None = None,
+        usage: GitHubUsage | None = None,
+        usage_label: str = APP_LABEL,
     ) -> None:
         if session is None and transport is None:
             raise ValueError("GitHubClient needs an aiohttp session or a transport")
@@ -268,6 +278,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         self._rand = rand or random.Random()
         self._clock = clock
         self._timeout = timeout
+        self._usage = usage
+        self._usage_label = usage_label
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, authorizer={self._authorizer!r})"
@@ -322,6 +334,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             try:
                 status, raw_headers, content = await self._transport(method, url, headers, body)
             except NETWORK_ERRORS as exc:
+                self._count(method, None, {})
                 failures += 1
                 if not may_resend(method, exc) or failures >= policy.max_attempts:
                     raise
@@ -341,6 +354,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 slept += delay
                 continue
             response_headers = CIMultiDictProxy(CIMultiDict(raw_headers))
+            self._count(method, status, response_headers)
             limited = rate_limit_wait(status, response_headers, self._clock(), policy, content)
             if limited is not None:
                 kind, wait = limited
@@ -385,6 +399,10 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 continue
             return status, response_headers, content
 
+    def _count(self, method: str, status: int | None, headers: Mapping[str, str]) -> None:
+        if self._usage is not None:
+            self._usage.record(self._usage_label, method, status, headers, self._clock())
+
     def _rate_limit_message(self, method: str, url: str, kind: str, wait: float, waits: int) -> str:
         where = f"{method} {loggable_url(url)}"
         if waits > self._policy.max_rate_limit_retries:
@@ -423,7 +441,8 @@ class GitHubClientFactory:
 
     Each installation's client keeps its own ETag cache (``cachetools.LRUCache``), so
     conditional requests of one installation never see another's data. Clients are reused
-    across deliveries; tokens are refreshed only when they near expiry.
+    across deliveries; tokens are refreshed only when they near expiry. Every client counts
+    its requests in :attr:`usage` (the process's :class:`~bot.github.usage.GitHubUsage`).
     """
 
     def __init__(
@@ -440,8 +459,10 @@ class GitHubClientFactory:
         rand: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         timeout: aiohttp.ClientTimeout | None = None,
+        usage: GitHubUsage | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.usage = usage or GitHubUsage()
         self._client_args: dict[str, Any] = {
             "base_url": self.base_url,
             "policy": policy or RetryPolicy(),
@@ -450,12 +471,13 @@ class GitHubClientFactory:
             "rand": rand or random.Random(),
             "clock": clock,
             "timeout": timeout,
+            "usage": self.usage,
         }
         self._session = session
         self._requester = requester
         self._etag_cache_size = etag_cache_size
         # Token requests carry the JWT themselves; this client adds no Authorization.
-        self.tokens = TokenProvider(credentials, self._new_client(None, None), clock=clock)
+        self.tokens = TokenProvider(credentials, self._new_client(None, None, APP_LABEL), clock=clock)
         self._app_client: GitHubClient | None = None
         self._clients: dict[int, GitHubClient] = {}
 
@@ -479,6 +501,7 @@ class GitHubClientFactory:
             client = self._new_client(
                 InstallationAuthorizer(self.tokens, installation_id),
                 cachetools.LRUCache(maxsize=self._etag_cache_size),
+                str(installation_id),
             )
             self._clients[installation_id] = client
         return client
@@ -486,7 +509,7 @@ class GitHubClientFactory:
     def for_app(self) -> GitHubClient:
         """The client that authenticates as the App itself (JWT): ``GET /app`` and friends."""
         if self._app_client is None:
-            self._app_client = self._new_client(AppAuthorizer(self.tokens), None)
+            self._app_client = self._new_client(AppAuthorizer(self.tokens), None, APP_LABEL)
         return self._app_client
 
     def drop(self, installation_id: int) -> None:
@@ -494,7 +517,8 @@ class GitHubClientFactory:
         self._clients.pop(installation_id, None)
         self.tokens.drop(installation_id)
 
-    def _new_client(self, authorizer: Authorizer | None, cache: EtagCache | None) -> GitHubClient:
+    def _new_client(self, authorizer: Authorizer | None, cache: EtagCache | None, label: str) -> GitHubClient:
         return GitHubClient(
-            self._session, self._requester, authorizer=authorizer, cache=cache, **self._client_args
+            self._session, self._requester, authorizer=authorizer, cache=cache, usage_label=label,
+            **self._client_args,
         )

@@ -141,6 +141,25 @@ SPEC_REFRESHED = "The issue was edited: the task now works from the new text."
 SPEC_UNCHANGED = "Ignored issue edit: the title and text are unchanged."
 SPEC_NOT_USED = "Issue edit not used: this task is {state}. Use `{bot} start over` to work from the new text."
 
+CANNOT_EDIT = "Cannot edit the task's input: this task is {state}, and only a paused task's input can be edited. {hint}"
+EDIT_HINT: Mapping[Status, str] = MappingProxyType(
+    {
+        Status.PENDING: "Use `{bot} stop` to pause it, edit it, then `{bot} resume`.",
+        Status.RUNNING: "Use `{bot} stop` first (its attempt ends), edit it, then `{bot} resume`.",
+        Status.WAITING: "Answer the questions, or use `{bot} stop` to pause it, edit it, then `{bot} resume`.",
+        Status.REVIEW: "Its pull request is in review: comment on it to ask for changes, or use `{bot} retry [instructions]`.",
+        Status.PAUSED: "",
+        Status.MERGED: "It is finished: use `{bot} start over` to begin again.",
+        Status.CLOSED: "It is finished: use `{bot} start over` to begin again.",
+        Status.FAILED: "Use `{bot} retry [instructions]` to try again with new instructions, or `{bot} start over`.",
+    }
+)
+EDITED = "Input edited by {who} while paused: {what}. `{bot} resume` starts attempt {attempt} from it."
+EDITED_SPEC = "the issue text ({before} → {after} characters)"
+EDITED_INSTRUCTIONS = "the instructions ({before} → {after} characters)"
+EDITED_AND = " and "
+EDIT_UNCHANGED = "Nothing edited: the issue text and the instructions are already as given."
+
 
 # -- words the rules fill into the templates ----------------------------------------------
 
@@ -195,6 +214,13 @@ def brief(text: str, limit: int = 300) -> str:
         if line:
             return line if len(line) <= limit else line[: limit - 1] + "…"
     return ""
+
+
+def clause(text: str) -> str:
+    """``text`` without a closing full stop (an ellipsis stays), to be quoted inside a longer
+    reason ("Tests failed." → "Attempt 2 failed: Tests failed; retrying…")."""
+    text = text.rstrip()
+    return text[:-1].rstrip() if text.endswith(".") and not text.endswith("..") else text
 
 
 def sentence(text: str) -> str:

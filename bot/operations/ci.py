@@ -108,11 +108,11 @@ async def evaluate_head(ctx: Context, repo: str, sha: str, *, branch: str = "", 
     if verdict is ci.Verdict.PENDING:
         raise Ignored(f"checks on {sha[:7]} have not settled ({len(settlement.pending)} still running)")
     if verdict is ci.Verdict.SUCCESS:
-        if await ctx.services.store.record_fact(f"ci-passed:{repo}:{sha}"):
+        if await ctx.services.store.record_fact(ci.ci_fact(ci.PASSED_FACT, repo, sha)):
             return f"CI passed on {sha[:7]}"
         raise Ignored(f"CI on {sha[:7]} already recorded as passed (duplicate fact)")
     if verdict is ci.Verdict.NOT_CODE_FAILURE:
-        if await ctx.services.store.record_fact(f"ci-not-code:{repo}:{sha}"):
+        if await ctx.services.store.record_fact(ci.ci_fact(ci.NOT_CODE_FACT, repo, sha)):
             await api.create_comment(
                 ctx.gh, repo, task.issue_number,
                 messages.ci_not_code_failure(list(settlement.not_code), mention=ctx.services.mention),
@@ -120,7 +120,7 @@ async def evaluate_head(ctx: Context, repo: str, sha: str, *, branch: str = "", 
         raise Ignored(f"not a code failure ({', '.join(settlement.not_code)}): recorded, no retry")
     failing = tuple(settlement.failing)
     if await _fails_on_base(ctx, repo, task, config, failing):
-        if await ctx.services.store.record_fact(f"ci-base:{repo}:{sha}"):
+        if await ctx.services.store.record_fact(ci.ci_fact(ci.FAILS_ON_BASE_FACT, repo, sha)):
             await api.create_comment(
                 ctx.gh, repo, task.issue_number,
                 messages.ci_fails_on_base(list(failing), task.base_branch, mention=ctx.services.mention),

@@ -14,6 +14,7 @@ import cachetools
 from bot.config import RepoConfig, Settings, parse_repo_config
 from bot.github.permissions import PermissionCache, is_permitted
 from bot.github.repo_config import fetch_repo_config
+from bot.github.usage import GitHubUsage
 from bot.operations.decisions import AgentStops, TaskService
 from bot.operations.status import StatusReporter
 from bot.store.base import Store
@@ -96,6 +97,8 @@ class Services:
     app_id: int | None = None
     forget_installation: Callable[[int], None] = _forget_nothing
     """Drop the cached token and client of a removed installation."""
+    github_usage: GitHubUsage | None = None
+    """What this process's GitHub clients sent (None without a GitHub client factory)."""
 
     @property
     def agent_stops(self) -> AgentStops:
@@ -129,6 +132,7 @@ def build_services(
     clock: Callable[[], datetime],
     app_id: int | None = None,
     forget_installation: Callable[[int], None] = _forget_nothing,
+    github_usage: GitHubUsage | None = None,
 ) -> Services:
     mention = f"@{app_slug}"
     reporter = StatusReporter(
@@ -146,6 +150,7 @@ def build_services(
         app_slug=app_slug,
         app_id=app_id,
         forget_installation=forget_installation,
+        github_usage=github_usage,
     )
 
 

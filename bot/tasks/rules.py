@@ -32,12 +32,14 @@ Conventions the rules keep (where SPEC is silent):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.messages.reasons import (
+    A_MAINTAINER,
     ACTION_CANCEL,
     ACTION_CONTINUE_WITH_ANSWERS,
     ACTION_RESUME,
@@ -47,22 +49,22 @@ from bot.messages.reasons import (
     ACTION_USE_FEEDBACK,
     ALREADY_FINAL,
     ALREADY_HAS_TASK,
+    ANSWER_EMPTY,
     ANSWERED,
     ANSWERS_RETRY_REASON,
-    ANSWER_EMPTY,
     ATTEMPT_FAILED,
-    A_MAINTAINER,
     BREAKER_TRIPPED,
     BUDGET_EXHAUSTED,
     BY,
     CANCELLED,
+    CANNOT_EDIT,
     CI_FAILED_WHAT,
     CI_NOT_IN_REVIEW,
     CI_RETRY_REASON,
     CI_STALE,
-    CLAIMED,
     CLAIM_NOT_PENDING,
     CLAIM_TOO_EARLY,
+    CLAIMED,
     CONFLICT_IGNORED,
     CONFLICT_LIMIT,
     CONFLICT_RETRY,
@@ -70,6 +72,12 @@ from bot.messages.reasons import (
     COST_ADDED,
     COST_ADDED_OVER_CAP,
     COST_CAP_REACHED,
+    EDIT_HINT,
+    EDIT_UNCHANGED,
+    EDITED,
+    EDITED_AND,
+    EDITED_INSTRUCTIONS,
+    EDITED_SPEC,
     FAILED_THEN,
     FEEDBACK_EMPTY,
     FEEDBACK_LIMIT,
@@ -84,12 +92,12 @@ from bot.messages.reasons import (
     MANUAL_RETRY_DEFAULT_TEXT,
     MANUAL_RETRY_REASON,
     NEXT_STEP,
-    NOT_RUNNING,
-    NOT_WAITING,
     NO_CHANGES,
     NO_CHANGES_FIRST,
     NO_COST,
     NO_SHA,
+    NOT_RUNNING,
+    NOT_WAITING,
     PR_CLOSED,
     PR_MERGED,
     PR_NOT_THE_TASKS,
@@ -124,6 +132,7 @@ from bot.messages.reasons import (
     WORKER_LOST,
     brief,
     cannot,
+    clause,
     cost_refusal,
     failed_reason,
     pushed_reason,
@@ -164,8 +173,10 @@ __all__ = [
     "claimed",
     "coalesce_feedback",
     "cost_gate",
+    "edit_input",
     "feedback",
     "feedback_item",
+    "instructions_of",
     "is_allowed",
     "issue_closed",
     "manual_retry",
@@ -184,6 +195,7 @@ __all__ = [
     "transient",
     "transient_backoff",
     "unlabeled",
+    "with_instructions",
     "worker_lost",
 ]
 
@@ -294,9 +306,12 @@ def _fold_queued_feedback(task: Task) -> Task:
     """Turn queued feedback into the next attempt's job (a feedback retry). Budget untouched."""
     if not task.queued_feedback:
         return task
+    context = coalesce_feedback(task.queued_feedback)
+    if edited := _edited_instructions(task):  # an edit while paused rides along
+        context = with_instructions(RetryKind.FEEDBACK, context, edited)
     return task.replace(
         retry_kind=RetryKind.FEEDBACK,
-        retry_context=coalesce_feedback(task.queued_feedback),
+        retry_context=context,
         retry_reason=say(FEEDBACK_RETRY_REASON, author=QUEUED_COMMENTS),
         queued_feedback=(),
         feedback_retries=task.feedback_retries + 1,
@@ -683,7 +698,7 @@ def transient(
     ``running`` -> pending after 1, 2, 4, 8, 16 minutes for the 1st..5th in a row, outside
     the budget; the next one in a row -> failed. The cost gate runs first.
     """
-    what = brief(reason) or TRANSIENT_ERROR
+    what = clause(brief(reason)) or TRANSIENT_ERROR
     if refusal := _report_refusal(task, what, attempt):
         return _refuse(task, refusal)
     ended = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session)
@@ -772,7 +787,7 @@ def attempt_failed(
     if refusal := _report_refusal(task, REPORT_FAILURE, attempt):
         return _refuse(task, refusal)
     ended = _end_attempt(task, cost_usd=cost_usd, agent_session=agent_session)
-    what = ATTEMPT_FAILED.format(attempt=task.attempt, error=brief(error) or UNKNOWN_ERROR)
+    what = ATTEMPT_FAILED.format(attempt=task.attempt, error=clause(brief(error)) or UNKNOWN_ERROR)
     if not retryable:
         failed = ended.replace(last_error_signature=error_signature)
         return _fail(task, failed, what, now=now, close_reason=error.strip() or what)
@@ -943,7 +958,7 @@ def manual_retry(
         return _refuse(task, cost_refusal(ACTION_RETRY, raised))
     attempt = task.attempt + 1 if task.status is Status.FAILED else task.attempt
     by = BY.format(author=author) if author else ""
-    asked = feedback_item(instructions, author) if instructions.strip() else ""
+    asked = feedback_item(instructions, author) if instructions.strip() else _edited_instructions(task)
     new = raised.replace(
         status=Status.PENDING,
         attempt=attempt,
@@ -1063,3 +1078,88 @@ def spec_edited(task: Task, *, title: str, spec: str, now: datetime) -> Decision
     if title == task.title and spec == task.spec:
         return _refuse(task, SPEC_UNCHANGED)
     return _accept(task, task.replace(title=title, spec=spec), SPEC_REFRESHED, now=now)
+
+
+# -- editing a paused task's input -------------------------------------------------------------
+
+#: How a plain-text ``retry_context`` reads, by the kind of the next attempt (the same
+#: reading as :meth:`bot.prompts.AttemptContext.from_task`; a test keeps them equal).
+CONTEXT_FIELD_BY_KIND = {
+    RetryKind.CI_FAILURE: "ci_log",
+    RetryKind.FEEDBACK: "feedback",
+    RetryKind.ANSWERS: "answers",
+    RetryKind.MANUAL: "instructions",
+    RetryKind.MERGE_CONFLICT: "conflicted_files",
+}
+CONTEXT_DEFAULT_FIELD = "feedback"
+
+
+def _context_object(kind: RetryKind, context: str) -> dict[str, object]:
+    """``retry_context`` as the JSON object form the prompt reads (its fields by name)."""
+    if not context.strip():
+        return {}
+    try:
+        data = json.loads(context)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return dict(data)
+    field = CONTEXT_FIELD_BY_KIND.get(kind, CONTEXT_DEFAULT_FIELD)
+    if field == "conflicted_files":
+        return {field: [line.strip() for line in context.splitlines() if line.strip()]}
+    return {field: context}
+
+
+def instructions_of(task: Task) -> str:
+    """The maintainer's instructions the next attempt's prompt carries ("" when none)."""
+    value = _context_object(task.retry_kind, task.retry_context).get("instructions", "")
+    return value if isinstance(value, str) else ""
+
+
+def _edited_instructions(task: Task) -> str:
+    """Instructions set by :func:`edit_input` (a JSON context), which a resume or a retry
+    without instructions keeps; "" otherwise."""
+    context = task.retry_context.strip()
+    return instructions_of(task) if context.startswith("{") else ""
+
+
+def with_instructions(kind: RetryKind, context: str, instructions: str) -> str:
+    """``context`` (of an attempt of ``kind``) with ``instructions`` as the maintainer's
+    instructions (replacing any; "" removes them), as a JSON object the prompt reads; the
+    rest of the context (a CI log, feedback, conflicted files…) is kept."""
+    data = _context_object(kind, context)
+    if instructions.strip():
+        data["instructions"] = instructions.strip()
+    else:
+        data.pop("instructions", None)
+    return json.dumps(data, ensure_ascii=False) if data else ""
+
+
+def edit_input(
+    task: Task,
+    *,
+    spec: str | None = None,
+    instructions: str | None = None,
+    author: str = "",
+    now: datetime,
+) -> Decision:
+    """Edit a paused task's input: ``spec`` replaces the issue text the agent works from,
+    ``instructions`` the maintainer's instructions of the next attempt ("" removes them);
+    None leaves a field as it is. Only while paused (any other status is refused with what
+    to do); ``resume`` (or ``retry`` without instructions) then starts from the new input.
+    Refused when nothing changes."""
+    if task.status is not Status.PAUSED:
+        hint = say(EDIT_HINT[task.status])
+        return _refuse(task, say(CANNOT_EDIT, state=STATE_WORDS[task.status], hint=hint))
+    new, edited = task, []
+    if spec is not None and spec != task.spec:
+        new = new.replace(spec=spec)
+        edited.append(EDITED_SPEC.format(before=len(task.spec), after=len(spec)))
+    before = instructions_of(task)
+    if instructions is not None and instructions.strip() != before:
+        new = new.replace(retry_context=with_instructions(task.retry_kind, task.retry_context, instructions))
+        edited.append(EDITED_INSTRUCTIONS.format(before=len(before), after=len(instructions.strip())))
+    if not edited:
+        return _refuse(task, EDIT_UNCHANGED)
+    reason = say(EDITED, who=author or A_MAINTAINER, what=EDITED_AND.join(edited), attempt=new.attempt)
+    return _accept(task, new, reason, now=now)

@@ -20,12 +20,14 @@ from aiohttp import web
 
 from bot.operations.commands import run_task_command
 from bot.operations.decisions import LostRaces
-from bot.operations.retention import replay_refusal
+from bot.operations.edit import edit_problem, edit_task_input
+from bot.operations.outcomes import DEFINITIONS, OUTCOME_TASK_LIMIT, read_outcomes
+from bot.operations.replay import Replay, replay_delivery
 from bot.operations.services import Services
-from bot.store.base import DeliveryState, Store
+from bot.store.base import DeliveryState, DeliveryVerdict, Store, TaskCursor
 from bot.tasks.model import Status, Task
 from bot.tasks.verbs import Verb
-from bot.web import views
+from bot.web import paging, views
 from bot.web.events import (
     EventStreamOptions,
     StreamClosed,
@@ -128,6 +130,66 @@ def parse_limit(value: str | None, *, default: int, maximum: int) -> int:
     return parse_positive_int("limit", value, maximum=maximum) or default
 
 
+MAX_SEARCH_CHARS = 200
+_EVENT = re.compile(r"[a-z_]{1,60}(\.[a-z_]{1,60})?")
+_BOTS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def parse_search(value: str | None) -> str | None:
+    """A search text (``q=``): None when empty; at most :data:`MAX_SEARCH_CHARS` printable characters."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_SEARCH_CHARS or not value.isprintable():
+        raise ApiError(400, f"q must be at most {MAX_SEARCH_CHARS} printable characters.")
+    return value
+
+
+def parse_event(value: str | None) -> str | None:
+    """A delivery event filter: ``issues`` or ``issues.labeled``."""
+    if value is None or value == "":
+        return None
+    if not _EVENT.fullmatch(value):
+        raise ApiError(400, f"event must look like issues or issues.labeled, not {value[:60]!r}.")
+    return value
+
+
+def parse_verdict(value: str | None) -> DeliveryVerdict | None:
+    if value is None or value == "":
+        return None
+    try:
+        return DeliveryVerdict(value)
+    except ValueError:
+        raise ApiError(400, f"Unknown verdict {value[:40]!r}: use one of {_choices(DeliveryVerdict)}.") from None
+
+
+def parse_bots(value: str | None) -> bool | None:
+    """``bots=1``: only deliveries bot accounts sent; ``bots=0``: none of them; absent: all."""
+    if value is None or value == "":
+        return None
+    if value not in _BOTS:
+        raise ApiError(400, f"bots must be 1 (only bots) or 0 (no bots), not {value[:20]!r}.")
+    return _BOTS[value]
+
+
+def parse_task_cursor(value: str | None) -> TaskCursor | None:
+    if value is None or value == "":
+        return None
+    try:
+        return paging.decode_task_cursor(value)
+    except paging.BadCursor as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def parse_delivery_cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return paging.decode_delivery_cursor(value)
+    except paging.BadCursor as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def is_valid_id(value: str) -> bool:
     """Whether ``value`` can name a task or delivery: 1 to :data:`MAX_ID_CHARS` printable
     characters. A NUL byte (which PostgreSQL refuses in text), any other control or format
@@ -166,7 +228,44 @@ def parse_retry_body(body: bytes) -> str:
     return instructions
 
 
+EDIT_FIELDS = ("spec", "instructions")
+EDIT_BODY_EXAMPLE = '{"spec": "the new issue text", "instructions": "what the next attempt must do"}'
+
+
+def parse_edit_body(body: bytes) -> tuple[str | None, str | None]:
+    """(spec, instructions) of ``PATCH /api/tasks/{id}``: a JSON object with either or both
+    (a field left out, or null, stays as it is; "" clears the instructions)."""
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, f"The body must be JSON like {EDIT_BODY_EXAMPLE}.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"The body must be a JSON object like {EDIT_BODY_EXAMPLE}.")
+    unknown = sorted(set(data) - set(EDIT_FIELDS))
+    if unknown:
+        raise ApiError(400, f"Unknown field(s) {', '.join(unknown)[:200]}: the fields are 'spec' and 'instructions'.")
+    values: list[str | None] = []
+    for name in EDIT_FIELDS:
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"'{name}' must be a string.")
+        values.append(value)
+    spec, instructions = values
+    if (problem := edit_problem(spec, instructions)) is not None:
+        raise ApiError(400, problem)
+    return spec, instructions
+
+
 # -- actions --------------------------------------------------------------------------------
+
+
+async def task_in_path(store: Store, request: web.Request) -> Task:
+    """The task the request's ``{task_id}`` names; a 404 :class:`ApiError` when none."""
+    task_id = check_id("task", request.match_info["task_id"])
+    task = await store.get_task(task_id)
+    if task is None:
+        raise ApiError(404, f"No task {task_id!r}: GET /api/tasks lists them.")
+    return task
 
 
 # -- handlers -----------------------------------------------------------------------------
@@ -194,19 +293,25 @@ class WebApi:
         return views.task_summary_json(task, html_base=self.html_base)
 
     async def _task(self, request: web.Request) -> Task:
-        task_id = check_id("task", request.match_info["task_id"])
-        task = await self.store.get_task(task_id)
-        if task is None:
-            raise ApiError(404, f"No task {task_id!r}: GET /api/tasks lists them.")
-        return task
+        return await task_in_path(self.store, request)
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         q: Mapping[str, str] = request.query
         status = parse_status(q.get("status"))
         repo = parse_repo(q.get("repo"))
         limit = parse_limit(q.get("limit"), default=TASK_LIST_DEFAULT, maximum=TASK_LIST_MAX)
-        tasks = await self.store.list_tasks(statuses=[status] if status else None, repo=repo, limit=limit)
-        return web.json_response({"tasks": [self.summary(t) for t in tasks], "count": len(tasks)})
+        search = parse_search(q.get("q"))
+        before = parse_task_cursor(q.get("cursor"))
+        fetched = await self.store.list_tasks(
+            statuses=[status] if status else None, repo=repo, limit=limit + 1, search=search, before=before
+        )
+        tasks, more = paging.split_page(fetched, limit)
+        return web.json_response({
+            "tasks": [self.summary(t) for t in tasks],
+            "count": len(tasks),
+            "has_more": more,
+            "next_cursor": paging.task_cursor(tasks[-1]) if more else None,
+        })
 
     async def get_task(self, request: web.Request) -> web.Response:
         task = await self._task(request)
@@ -228,8 +333,18 @@ class WebApi:
         state = parse_state(q.get("state"))
         repo = parse_repo(q.get("repo"))
         limit = parse_limit(q.get("limit"), default=DELIVERY_LIST_DEFAULT, maximum=DELIVERY_LIST_MAX)
-        rows = await self.store.list_deliveries(limit=limit, state=state, repo=repo)
-        return web.json_response({"deliveries": [views.delivery_json(d) for d in rows], "count": len(rows)})
+        fetched = await self.store.list_deliveries(
+            limit=limit + 1, state=state, repo=repo, event=parse_event(q.get("event")),
+            verdict=parse_verdict(q.get("verdict")), from_bots=parse_bots(q.get("bots")),
+            before_seq=parse_delivery_cursor(q.get("cursor")),
+        )
+        rows, more = paging.split_page(fetched, limit)
+        return web.json_response({
+            "deliveries": [views.delivery_json(d) for d in rows],
+            "count": len(rows),
+            "has_more": more,
+            "next_cursor": paging.delivery_cursor(rows[-1]) if more else None,
+        })
 
     async def get_delivery(self, request: web.Request) -> web.Response:
         delivery_id = check_id("delivery", request.match_info["delivery_id"])
@@ -269,24 +384,51 @@ class WebApi:
             }
         )
 
+    async def edit_task(self, request: web.Request) -> web.Response:
+        """``PATCH /api/tasks/{id}``: edit a paused task's spec and instructions (409 naming
+        the status otherwise)."""
+        task_id = check_id("task", request.match_info["task_id"])
+        spec, instructions = parse_edit_body(await request.read())
+        try:
+            result = await edit_task_input(
+                self.services(), task_id, spec=spec, instructions=instructions, actor=ACTOR, author=AUTHOR
+            )
+        except LostRaces:
+            raise ApiError(409, f"Task {task_id} kept changing while editing it; try again.") from None
+        if result is None:
+            raise ApiError(404, f"No task {task_id!r}.")
+        if not result.accepted and result.previous.status is not Status.PAUSED:
+            return web.json_response({"error": result.reason, "status": result.previous.status.value}, status=409)
+        task = result.task or result.previous  # a paused task edited to what it has: unchanged
+        return web.json_response(
+            {"message": f"{task_id}: input {'edited' if result.accepted else 'unchanged'}", "reason": result.reason,
+             "edited": result.accepted, "task": views.task_json(task, html_base=self.html_base)}
+        )
+
     async def replay_delivery(self, request: web.Request) -> web.Response:
         delivery_id = check_id("delivery", request.match_info["delivery_id"])
-        found = await self.store.get_delivery(delivery_id)
-        if found is None:
+        result = await replay_delivery(self.store, delivery_id)
+        if result.outcome is Replay.NOT_FOUND:
             raise ApiError(404, f"No delivery {delivery_id!r}.")
-        if (refusal := replay_refusal(found)) is not None:
-            raise ApiError(409, refusal[:1].upper() + refusal[1:] + ".")
-        if not await self.store.requeue_delivery(delivery_id):
-            raise ApiError(409, f"Delivery {delivery_id} is still waiting or being processed; nothing to replay.")
-        await self.store.notify_deliveries()
-        row = await self.store.get_delivery(delivery_id)
+        if not result.queued:
+            raise ApiError(409, result.message[:1].upper() + result.message[1:] + ".")
         body: dict[str, Any] = {"message": f"Delivery {delivery_id} queued again; a running dispatcher processes it."}
-        if row is not None:
-            body["delivery"] = views.delivery_json(row)
+        if result.delivery is not None:
+            body["delivery"] = views.delivery_json(result.delivery)
         return web.json_response(body, status=202)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         return await stream_task_events(request, self.feed, self.stream_options, task_view=self.summary)
+
+    async def outcomes(self, request: web.Request) -> web.Response:
+        """Outcome records per (preset, model) over the newest tasks, with what each number means."""
+        records = await read_outcomes(self.store)
+        return web.json_response({
+            "outcomes": [r.as_json() for r in records],
+            "count": len(records),
+            "task_limit": OUTCOME_TASK_LIMIT,
+            "definitions": dict(DEFINITIONS),
+        })
 
     async def not_found(self, request: web.Request) -> web.Response:
         raise ApiError(404, f"No API endpoint {request.method} {request.path[:200]}.")

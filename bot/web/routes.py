@@ -1,7 +1,7 @@
 """Wire the operator web surface (SPEC §9) into an aiohttp application.
 
 ``add_web_routes(app, store=…, settings=…, clock=…, services=…)`` adds the dashboard (``/``,
-``/tasks/{id}``, ``/deliveries``, ``/login``, ``/logout``, ``/static/…``), the JSON API
+``/tasks/{id}``, ``/deliveries``, ``/outcomes``, ``/login``, ``/logout``, ``/static/…``), the JSON API
 (``/api/…``), the event stream (``/api/events``) and ``/metrics``; it puts the
 :class:`~bot.web.metrics.Metrics` on the app under :data:`METRICS_KEY` (the webhook ingress
 counts deliveries with it) and starts/stops the live task feed with the app.
@@ -23,12 +23,20 @@ from bot.store.base import Store
 from bot.tasks import verbs
 from bot.tasks.model import utcnow
 from bot.web import views
+from bot.web.actions import DashboardActions
 from bot.web.api import WebApi, error_response, json_errors
 from bot.web.auth import Access, LoginLimiter, decide_access, request_credentials
 from bot.web.dashboard import Dashboard
-from bot.web.pages.html import e, html_errors, html_response, render_message, wants_fragment
 from bot.web.events import EventStreamOptions, TaskFeed
+from bot.web.log_stream import LogStreams
 from bot.web.metrics import Metrics
+from bot.web.pages.html import (
+    e,
+    html_errors,
+    html_response,
+    render_message,
+    wants_fragment,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 METRICS_KEY = web.AppKey("patchwright_web_metrics", Metrics)
@@ -119,7 +127,9 @@ def add_web_routes(
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     html_base = views.github_html_base(settings.github_url)
     feed = TaskFeed(store, options.events)
-    metrics = Metrics(subscribers=lambda: feed.subscriber_count)
+    metrics = Metrics(
+        subscribers=lambda: feed.subscriber_count, clock=clock, github=lambda: services().github_usage
+    )
     app[METRICS_KEY] = metrics
     app[TASK_FEED_KEY] = feed
 
@@ -137,7 +147,14 @@ def add_web_routes(
     r = app.router
     r.add_get("/", guard.page(dash.board))
     r.add_get("/tasks/{task_id}", guard.page(dash.task))
+    actions = DashboardActions(admin_token=admin_token or None, services=services)
+    for verb in verbs.TASK_VERBS:  # the task page's forms: one route a verb, as the API's
+        r.add_post(f"/tasks/{{task_id}}/{verbs.slug(verb.name)}", actions.task_verb(verb))
+    r.add_post("/tasks/{task_id}/edit", actions.edit)
+    r.add_post("/deliveries/{delivery_id}/replay", actions.replay)
     r.add_get("/deliveries", guard.page(dash.deliveries))
+    r.add_get("/deliveries/{delivery_id}", guard.page(dash.delivery))
+    r.add_get("/outcomes", guard.page(dash.outcomes))
     r.add_get("/login", dash.login_get)
     r.add_post("/login", dash.login_post)
     r.add_get("/logout", dash.logout)
@@ -145,13 +162,18 @@ def add_web_routes(
 
     r.add_get("/api/tasks", guard.api(api.list_tasks))
     r.add_get("/api/tasks/{task_id}", guard.api(api.get_task))
+    r.add_patch("/api/tasks/{task_id}", guard.api(api.edit_task, mutating=True))
     r.add_get("/api/tasks/{task_id}/logs", guard.api(api.task_logs))
+    log_streams = LogStreams(store, options.events)  # the raw log and its live follow
+    r.add_get("/api/tasks/{task_id}/logs.txt", guard.api(log_streams.raw))
+    r.add_get("/api/tasks/{task_id}/logs/stream", guard.api(log_streams.stream))
     for verb in verbs.TASK_VERBS:  # retry, stop, resume, start-over, cancel: one route a verb
         r.add_post(f"/api/tasks/{{task_id}}/{verbs.slug(verb.name)}", guard.api(api.task_command(verb), mutating=True))
     r.add_get("/api/deliveries", guard.api(api.list_deliveries))
     r.add_get("/api/deliveries/{delivery_id}", guard.api(api.get_delivery))
     r.add_post("/api/deliveries/{delivery_id}/replay", guard.api(api.replay_delivery, mutating=True))
     r.add_get("/api/events", guard.api(api.events))
+    r.add_get("/api/outcomes", guard.api(api.outcomes))
     r.add_route("*", "/api/{tail:.*}", guard.api(api.not_found))
     r.add_get("/metrics", guard.api(metrics_handler))
 
@@ -160,6 +182,7 @@ def add_web_routes(
 
     async def end_streams(app: web.Application) -> None:
         await feed.close_subscribers()
+        await log_streams.close_all()
 
     async def stop_feed(app: web.Application) -> None:
         await feed.stop()

@@ -107,6 +107,9 @@ DELIVERY_FIELDS: tuple[str, ...] = (
     "attempts",
     "payload_pruned",
     "payload_pruned_at",
+    "sender",
+    "verdict",
+    "from_bot",
 )
 
 

@@ -12,6 +12,10 @@ tasks whose worker died, and shut down gracefully.
 - **Take back**: a running task whose heartbeat is older than ``stale_after`` (120 s) belongs
   to a dead worker: any pool moves it back to pending as a ``transient`` retry (not the task's
   fault). The conditional update makes that safe with any number of pools.
+- **Report**: every ``heartbeat_interval`` the pool records itself in the store
+  (``report_worker``: running agents, slots, attempts started, this process's GitHub usage),
+  which ``/metrics`` shows as worker heartbeats; workers not seen for :data:`FORGET_WORKERS_AFTER`
+  are dropped (checked hourly).
 - **Shutdown**: ``stop()`` stops claiming, stops every running agent (their work is salvaged
   and the tasks go back to pending), and waits for the attempts to wrap up.
 
@@ -36,6 +40,7 @@ import gidgethub
 
 from bot.agents.sandbox import BwrapProbe
 from bot.config import RepoConfig
+from bot.github.usage import GitHubUsage
 from bot.operations.services import Services
 from bot.store.base import Store, StoreError
 from bot.tasks import rules
@@ -56,6 +61,9 @@ DEFAULT_STATUS_S = 1.0
 DEFAULT_STALE_S = 120.0
 DEFAULT_IDLE_WAIT_S = 5.0
 DEFAULT_SHUTDOWN_GRACE_S = 60.0
+#: A worker not seen for this long is dropped from the store's worker reports.
+FORGET_WORKERS_AFTER = timedelta(days=1)
+FORGET_CHECK_S = 3600.0
 
 
 def new_worker_id() -> str:
@@ -112,6 +120,7 @@ class WorkerPool:
         options: RunnerOptions | None = None,
         workspaces: Workspaces | None = None,
         bwrap: BwrapProbe | None = None,
+        github_usage: GitHubUsage | None = None,
     ) -> None:
         settings = services.settings
         self.services = services
@@ -145,6 +154,8 @@ class WorkerPool:
         self._loops: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self.claimed = 0  # attempts started (for tests and metrics)
+        self.github_usage = github_usage or services.github_usage
+        self._forgot_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -155,6 +166,7 @@ class WorkerPool:
         self._loops = [
             asyncio.create_task(self._claim_loop(), name=f"worker-claim {self.worker_id}"),
             asyncio.create_task(self._stale_loop(), name=f"worker-takeback {self.worker_id}"),
+            asyncio.create_task(self._report_loop(), name=f"worker-report {self.worker_id}"),
         ]
         log.info("worker pool %s started with %d worker(s)", self.worker_id, self.workers)
         await asyncio.to_thread(self.runner.report_sandbox)
@@ -295,6 +307,35 @@ class WorkerPool:
                 raise
             except Exception:
                 log.exception("supervising %s failed", task.id)
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """What this pool reports of itself (JSON-able)."""
+        stats: dict[str, Any] = {"running": len(self._slots), "slots": self.workers, "claimed": self.claimed}
+        if self.github_usage is not None:
+            stats["github"] = self.github_usage.snapshot()
+        return stats
+
+    async def report_once(self) -> None:
+        """Record this worker in the store now; hourly, drop workers long unseen."""
+        await self.store.report_worker(self.worker_id, self.report())
+        now = asyncio.get_running_loop().time()
+        if self._forgot_at is None or now - self._forgot_at >= FORGET_CHECK_S:
+            self._forgot_at = now
+            await self.store.forget_workers(self.services.clock() - FORGET_WORKERS_AFTER)
+
+    async def _report_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.report_once()
+            except asyncio.CancelledError:
+                raise
+            except (StoreError, OSError) as exc:
+                log.warning("reporting worker %s: %s", self.worker_id, exc)
+            except Exception:
+                log.exception("reporting worker %s failed", self.worker_id)
+            await asyncio.sleep(self.heartbeat_interval)
 
     # -- taking back tasks of dead workers ------------------------------------------------
 

@@ -268,8 +268,9 @@ async def test_pages_show_tasks_attempts_and_deliveries(store, clock, seeder, ma
     filtered = await (await client.get("/?status=failed")).text()
     assert seeded.failed.id in filtered and seeded.pending.id not in filtered
     page = await (await client.get(f"/tasks/{seeded.failed.id}")).text()
-    for text in ("fix CI failure", "tests failed", "1111111111 → ffffffffff", "attempt 2 line 2",
-                 "test moved to failed", "$1.50 of $10.00", 'href="/api/deliveries/d-1"'):
+    for text in ("fix CI failure", "tests failed", f'commit/{"1" * 40}" rel="noopener noreferrer">1111111111</a>',
+                 f'commit/{"f" * 40}"', "attempt 2 line 2",
+                 "test moved to failed", "$1.50 of $10.00", 'href="/deliveries/d-1"'):
         assert text in page, text
     deliveries = await (await client.get("/deliveries?state=done")).text()
     assert "not permitted: sender has read access" in deliveries and "d-2" not in deliveries

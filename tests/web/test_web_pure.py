@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.store.base import Delivery, DeliveryState
+from bot.store.base import Delivery, DeliveryState, DeliveryVerdict
 from bot.tasks.model import Status, Task
 from bot.web import auth, views
 from bot.web.api import (
@@ -21,9 +21,6 @@ from bot.web.api import (
     parse_state,
     parse_status,
 )
-from bot.web.pages.board import render_board, render_board_filters
-from bot.web.pages.deliveries import render_deliveries, render_deliveries_filters
-from bot.web.pages.html import ago, link, render_message
 from bot.web.events import (
     StreamClosed,
     Subscription,
@@ -33,6 +30,9 @@ from bot.web.events import (
     sse_retry,
 )
 from bot.web.metrics import summarize_tasks
+from bot.web.pages.board import render_board, render_board_filters
+from bot.web.pages.deliveries import render_deliveries, render_deliveries_filters
+from bot.web.pages.html import ago, link, render_message
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRETISH = ("token", "secret", "password", "private_key", "session")
@@ -224,10 +224,10 @@ def test_filter_forms_keep_the_choice_and_escape_the_repository():
     assert '<option value="review" selected>review</option>' in board
     assert '<option value="">any status</option>' in board and board.count(" selected") == 1
     assert 'value="a/&quot;b&quot;"' in board
-    deliveries = render_deliveries_filters(None, None)
-    assert 'action="/deliveries"' in deliveries and 'name="state"' in deliveries
+    deliveries = render_deliveries_filters(None, None, None)
+    assert 'action="/deliveries"' in deliveries and 'name="verdict"' in deliveries and 'name="event"' in deliveries
     assert " selected" not in deliveries
-    assert [f'<option value="{s.value}">' in deliveries for s in DeliveryState] == [True] * len(DeliveryState)
+    assert [f'<option value="{v.value}">' in deliveries for v in DeliveryVerdict] == [True] * len(DeliveryVerdict)
 
 
 def test_the_task_page_says_when_a_cost_is_unknown_and_what_the_sandbox_refused() -> None:

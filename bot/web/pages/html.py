@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -102,8 +104,67 @@ def outcome_words(outcome: str) -> str:
     return OUTCOME_WORDS.get(outcome, outcome)
 
 
+def duration(seconds: float | None) -> str:
+    """A span of time, short: "45s", "12m 05s", "3h 20m", "2d 4h" ("-" when unknown)."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def span(start: datetime | None, end: datetime | None) -> str:
+    """:func:`duration` from ``start`` to ``end`` ("-" when either is unknown)."""
+    return duration((end - start).total_seconds()) if start and end else "-"
+
+
+def exact_time(value: datetime | None, now: datetime) -> str:
+    """A ``<time>`` element: the absolute UTC time (to the second), the relative one after it."""
+    if value is None:
+        return '<span class="muted">-</span>'
+    exact = value.strftime("%Y-%m-%d %H:%M:%S")
+    return (f'<time datetime="{e(value.isoformat())}">{e(exact)}</time>'
+            f' <span class="muted rel">{e(ago(value, now))}</span>')
+
+
+def tidy(text: str) -> str:
+    """Text quoted into text, with the doubled punctuation of the join removed: ".:" → ":",
+    ".;" → ";", ".," → ",", ".." → "." (an ellipsis stays)."""
+    text = re.sub(r"(?<!\.)\.([:;,])", r"\1", text)
+    return re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)
+
+
+def repo_url(html_base: str, repo: str, *tail: str) -> str:
+    """The web address of ``repo`` (``owner/name``) and a path below it, each part quoted."""
+    owner, _, name = repo.partition("/")
+    parts = [quote(owner, safe=""), quote(name, safe=""), *(quote(t, safe="") for t in tail)]
+    return html_base.rstrip("/") + "/" + "/".join(parts)
+
+
+def sha_link(html_base: str, repo: str, sha: str) -> str:
+    """A short SHA linked to its commit on GitHub ("-" when there is none)."""
+    if not sha:
+        return '<span class="muted">-</span>'
+    return f'<span class="mono">{link(repo_url(html_base, repo, "commit", sha), short_sha(sha))}</span>'
+
+
+def pr_link(url: str, number: int | None) -> str:
+    """The pull request as "#n", linked when its address is http(s)."""
+    if not url and number is None:
+        return '<span class="muted">-</span>'
+    return link(url, f"#{number}" if number is not None else "PR")
+
+
 
 # -- pages (pure) -------------------------------------------------------------------------------
+
+#: What the live pill says until the event stream opens (static/dashboard.js then says "live").
+LIVE_CONNECTING = "connecting…"
 
 
 def render_page(
@@ -120,12 +181,14 @@ def render_page(
     if task_id is not None:
         attrs += f' data-task-id="{e(task_id)}"'
     script = '<script src="/static/dashboard.js" defer></script>' if live else ""
+    if page == "task":  # the logs' search and live follow (bot.web.pages.logs)
+        script += '<script src="/static/transcript.js" defer></script>'
     nav = "".join(
         f'<a href="{href}"{" class=current" if page == key else ""}>{label}</a>'
         for key, href, label in (("board", "/", "Tasks"), ("deliveries", "/deliveries", "Deliveries"),
-                                 ("metrics", "/metrics", "Metrics"))
+                                 ("outcomes", "/outcomes", "Outcomes"), ("metrics", "/metrics", "Metrics"))
     )
-    indicator = '<span id="live" class="live off">offline</span>' if live else ""
+    indicator = f'<span id="live" class="live wait" role="status">{e(LIVE_CONNECTING)}</span>' if live else ""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -34,6 +34,11 @@
         return response.text();
       })
       .then(function (html) {
+        if (editing()) {
+          held = true; // swapped in once the typing is sent or undone (see below)
+          return;
+        }
+        held = false;
         content.innerHTML = html;
         body.setAttribute("data-refreshed", String(Number(body.getAttribute("data-refreshed") || 0) + 1));
       })
@@ -41,6 +46,24 @@
         show("refresh failed", "off");
       });
   }
+
+  // An action form's text the user has typed is never swapped away by a refresh.
+  var held = false;
+  function editing() {
+    var fields = content.querySelectorAll("textarea, input[type=checkbox]");
+    for (var i = 0; i < fields.length; i += 1) {
+      var field = fields[i];
+      if (field.type === "checkbox" ? field.checked !== field.defaultChecked : field.value !== field.defaultValue) {
+        return true;
+      }
+    }
+    return false;
+  }
+  content.addEventListener("input", function () {
+    if (held && !editing()) {
+      soon();
+    }
+  });
 
   function soon() {
     if (timer === null) {
