@@ -71,7 +71,9 @@ async def on_comment_created(event: sansio.Event, ctx: Context) -> str:
         return "help sent"
     if task is None and found.verb == verbs.RETRY and not on_pr and config.trigger_label in issue_labels(issue):
         # The label came while the config was invalid, so no task was made: start it now.
-        return await start_on_retry(ctx, issue_snapshot(event), login=login, comment_id=comment_id)
+        return await start_on_retry(
+            ctx, issue_snapshot(event), login=login, comment_id=comment_id, instructions=found.args
+        )
     if task is None:
         text = messages.refusal_not_task_pr(mention) if on_pr else messages.refusal_no_task(mention, config.trigger_label)
         await _refuse(ctx, repo, number, comment_id, text, "no task for this issue or pull request")

@@ -58,21 +58,25 @@ def task_defaults(config: RepoConfig, issue: IssueSnapshot, default_agent: str) 
     )
 
 
-async def start_issue_task(ctx: Context, issue: IssueSnapshot, *, login: str) -> str:
+async def start_issue_task(ctx: Context, issue: IssueSnapshot, *, login: str, instructions: str = "") -> str:
     """:func:`start_task` with the repository's config as the default branch has it now."""
     found = await ctx.services.repo_configs.state(ctx.gh, issue.repo, issue.default_branch or "main")
     return await start_task(
-        ctx, issue, login=login, config=found.config, config_error=found.error, config_revision=found.revision
+        ctx, issue, login=login, config=found.config, config_error=found.error, config_revision=found.revision,
+        instructions=instructions,
     )
 
 
-async def start_on_retry(ctx: Context, issue: IssueSnapshot, *, login: str, comment_id: int) -> str:
-    """``retry`` on an issue that carries the trigger label but has no task (the config was
-    invalid when the label came): start the task as the label would have, with the config as
-    it is now, and answer the comment with a reaction (👍 started, 😕 the config is still
-    invalid). The caller checked the permission of ``login``."""
+async def start_on_retry(
+    ctx: Context, issue: IssueSnapshot, *, login: str, comment_id: int, instructions: str = ""
+) -> str:
+    """``retry [instructions]`` on an issue that carries the trigger label but has no task (the
+    config was invalid when the label came): start the task as the label would have, with the
+    config as it is now and the instructions for its first attempt, and answer the comment with
+    a reaction (👍 started, 😕 the config is still invalid). The caller checked the permission
+    of ``login``."""
     try:
-        outcome = await start_issue_task(ctx, issue, login=login)
+        outcome = await start_issue_task(ctx, issue, login=login, instructions=instructions)
     except Ignored:
         await ctx.react(issue.repo, "issue_comment", comment_id, "confused")
         raise
@@ -91,10 +95,12 @@ async def start_task(
     config: RepoConfig,
     config_error: str | None,
     config_revision: str = "",
+    instructions: str = "",
 ) -> str:
-    """Create the task of ``issue`` for ``login`` (whose permission the caller checked), or
-    start its existing task over. An invalid repository config is answered with its errors,
-    once per ``config_revision`` of the file (the errors' hash stands in without one)."""
+    """Create the task of ``issue`` for ``login`` (whose permission the caller checked), with
+    ``instructions`` for its first attempt, or start its existing task over. An invalid
+    repository config is answered with its errors, once per ``config_revision`` of the file
+    (the errors' hash stands in without one)."""
     if config_error is not None:
         revision = config_revision or hashlib.sha1(config_error.encode(), usedforsecurity=False).hexdigest()
         if not await report_invalid_config(ctx, issue.repo, issue.number, error=config_error, revision=revision):
@@ -124,6 +130,7 @@ async def start_task(
         agent=defaults.agent,
         model=defaults.model,
         base_branch=issue.default_branch,
+        instructions=instructions,
         now=ctx.now,
     )
     reason = messages.LABELLED_BY.format(login=login)

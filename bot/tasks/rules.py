@@ -358,8 +358,10 @@ def new_task(
     model: str,
     base_branch: str,
     now: datetime,
+    instructions: str = "",
 ) -> Task:
-    """A new pending task: attempt 1, retry kind ``first``."""
+    """A new pending task: attempt 1, retry kind ``first``; ``instructions`` (a ``retry``
+    comment's text, say) go to the first attempt's prompt."""
     _check_budget(max_attempts, max_cost_usd)
     return Task(
         id=id,
@@ -372,6 +374,7 @@ def new_task(
         attempt=1,
         max_attempts=max_attempts,
         retry_kind=RetryKind.FIRST,
+        retry_context=with_instructions(RetryKind.FIRST, "", instructions),
         max_cost_usd=max_cost_usd,
         agent=agent,
         model=model,

@@ -16,7 +16,8 @@ from bot.operations.commands import run_command
 from bot.operations.configs import default_branch_pushed, report_invalid_config
 from bot.operations.start import IssueSnapshot, start_issue_task, start_on_retry
 from bot.outcome import Ignored
-from bot.tasks.model import Status
+from bot.prompts import AttemptContext, TaskContext, build_prompt
+from bot.tasks.model import RetryKind, Status
 from handlers.comments import on_comment_created
 from handlers.issues import on_issue_labeled, on_issue_opened, on_issue_unlabeled
 from handlers.pulls import on_push_to_default_branch
@@ -177,6 +178,20 @@ async def test_retry_on_an_issue_without_a_task_starts_it_when_the_label_is_on(c
     reactions = [r.body for r in gh.sent("POST", f"/repos/{REPO}/issues/comments/501/reactions")]
     assert reactions == [{"content": "+1"}]
     assert await store.has_fact(f"comment:{REPO}:501")
+
+
+async def test_retry_with_instructions_on_an_issue_without_a_task_gives_them_to_the_first_attempt(
+    ctx, store, gh
+) -> None:
+    serve(gh, FIXED, BLOB_FIXED)
+
+    await start_on_retry(ctx, ISSUE, login="alice", comment_id=502, instructions="Use the stdlib only.")
+
+    task = await store.get_task_by_issue(REPO, 7)
+    assert task is not None and task.retry_kind is RetryKind.FIRST
+    assert AttemptContext.from_task(task).instructions == "Use the stdlib only."
+    prompt = build_prompt(TaskContext.from_task(task), AttemptContext.from_task(task))
+    assert "Use the stdlib only." in prompt.tail
 
 
 async def test_retry_without_a_task_while_the_config_is_still_invalid(ctx, store, gh) -> None:
