@@ -9,8 +9,7 @@ line, like every other decision. ``resume`` then starts the next attempt from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from bot.operations.commands import CommandResult
 from bot.operations.context import Context
 from bot.operations.services import Services
 from bot.tasks import rules
@@ -38,21 +37,6 @@ def edit_problem(spec: str | None, instructions: str | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class EditResult:
-    """What an edit did: the decision, the task before, the task after (None when refused)
-    and the reason with the mention filled in."""
-
-    decision: Decision
-    previous: Task
-    task: Task | None
-    reason: str
-
-    @property
-    def accepted(self) -> bool:
-        return self.task is not None
-
-
 async def edit_task_input(
     services: Services,
     task_id: str,
@@ -61,7 +45,7 @@ async def edit_task_input(
     instructions: str | None = None,
     actor: str,
     author: str | None = None,
-) -> EditResult | None:
+) -> CommandResult | None:
     """Edit the input of the task ``task_id`` for ``actor`` (the audit trail's name;
     ``author`` is how the reason names who edited, the actor by default). None when there is
     no such task. Check the input with :func:`edit_problem` first."""
@@ -77,13 +61,12 @@ async def edit_task_input(
         return rules.edit_input(current, spec=spec, instructions=instructions, author=who, now=ctx.now)
 
     decision, new = await ctx.decide(task, rule, actor=actor)
-    return EditResult(decision, decision.previous or task, new, decision.reason_for(ctx.mention))
+    return CommandResult(decision, decision.previous or task, new, decision.reason_for(ctx.mention))
 
 
 __all__ = [
     "MAX_INSTRUCTIONS_CHARS",
     "MAX_SPEC_CHARS",
-    "EditResult",
     "edit_problem",
     "edit_task_input",
 ]
