@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -390,6 +390,22 @@ class HeadState(str, enum.Enum):
 def head_state(*, passed: bool, failed: bool) -> HeadState:
     """The head's state from the facts recorded for it."""
     return HeadState.PASSING if passed else HeadState.FAILING if failed else HeadState.PENDING
+
+
+#: The facts that say a head's CI failed for a reason that is not its code's.
+_FAILED_FACTS = (NOT_CODE_FACT, FAILS_ON_BASE_FACT)
+
+
+def head_fact_keys(repo: str, head_sha: str) -> tuple[str, ...]:
+    """Every fact key :func:`head_state_from` reads for one head."""
+    return tuple(ci_fact(kind, repo, head_sha) for kind in (PASSED_FACT, *_FAILED_FACTS))
+
+
+def head_state_from(recorded: Container[str], repo: str, head_sha: str) -> HeadState:
+    """A head's state from the set of fact keys that were recorded (:func:`head_fact_keys`)."""
+    passed = ci_fact(PASSED_FACT, repo, head_sha) in recorded
+    failed = any(ci_fact(kind, repo, head_sha) in recorded for kind in _FAILED_FACTS)
+    return head_state(passed=passed, failed=failed)
 
 
 def failure_category(names: Iterable[str]) -> str:

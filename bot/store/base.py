@@ -312,6 +312,9 @@ class Store(Protocol):
     async def has_fact(self, key: str) -> bool:
         """Whether a fact with this key was recorded."""
 
+    async def which_facts(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` were recorded, in one query."""
+
     async def repo_cost_since(self, repo: str, since: datetime) -> float:
         """Sum of attempt costs of ``repo``'s tasks for attempts finished (or, still running,
         started) at or after ``since`` (the per-repo daily cap)."""

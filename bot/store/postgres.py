@@ -671,6 +671,12 @@ class PostgresStore:
     async def has_fact(self, key: str) -> bool:
         return bool(await self._fetch("SELECT 1 FROM facts WHERE key = $1", rows.clean_text(key)))
 
+    async def which_facts(self, keys: Sequence[str]) -> set[str]:
+        found = await self._fetch(
+            "SELECT key FROM facts WHERE key = ANY($1::text[])", rows.unique_ids([rows.clean_text(k) for k in keys])
+        )
+        return {row["key"] for row in found}
+
     async def record_fact(self, key: str, value: str = "") -> bool:
         async with self._tx() as tx:
             status = await tx.conn.execute(

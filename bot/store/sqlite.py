@@ -674,6 +674,13 @@ class SQLiteStore:
     async def has_fact(self, key: str) -> bool:
         return bool(await self._read("SELECT 1 FROM facts WHERE key = ?", (rows.clean_text(key),)))
 
+    async def which_facts(self, keys: Sequence[str]) -> set[str]:
+        found = await self._read(
+            "SELECT key FROM facts WHERE key IN (SELECT value FROM json_each(?))",
+            (json.dumps(rows.unique_ids([rows.clean_text(k) for k in keys])),),
+        )
+        return {row[0] for row in found}
+
     async def record_fact(self, key: str, value: str = "") -> bool:
         async with self._write() as tx:
             found = await tx.fetch(

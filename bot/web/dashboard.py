@@ -114,18 +114,14 @@ class Dashboard:
                           before=render_board_filters(status, repo, search))
 
     async def _ci_states(self, tasks: Sequence[Task]) -> dict[str, HeadState]:
-        """The CI state of each head in review, from the facts the CI evaluation records."""
-        out = {}
-        for t in tasks:
-            if t.status is not Status.REVIEW or not t.head_sha:
-                continue
-            passed = await self.store.has_fact(ci.ci_fact(ci.PASSED_FACT, t.repo, t.head_sha))
-            failed = not passed and (
-                await self.store.has_fact(ci.ci_fact(ci.NOT_CODE_FACT, t.repo, t.head_sha))
-                or await self.store.has_fact(ci.ci_fact(ci.FAILS_ON_BASE_FACT, t.repo, t.head_sha))
-            )
-            out[t.id] = ci.head_state(passed=passed, failed=failed)
-        return out
+        """The CI state of each head in review, from the facts the CI evaluation records (one
+        query for the page)."""
+        in_review = [t for t in tasks if t.status is Status.REVIEW and t.head_sha]
+        if not in_review:
+            return {}
+        keys = [key for t in in_review for key in ci.head_fact_keys(t.repo, t.head_sha)]
+        recorded = await self.store.which_facts(keys)
+        return {t.id: ci.head_state_from(recorded, t.repo, t.head_sha) for t in in_review}
 
     async def task(self, request: web.Request) -> web.Response:
         task_id = check_id("task", request.match_info["task_id"])

@@ -425,3 +425,11 @@ async def test_a_fresh_worker_id_starts_a_new_record(store, clock):
     await store.report_worker(worker_id, {})
     [record] = await store.list_workers()
     assert record.stats == {} and record.started_at == record.seen_at == clock.now
+
+
+async def test_which_facts_were_recorded_in_one_call(store, clock):
+    await store.record_fact("ci-passed:o/r:aaa")
+    await store.record_fact("ci-base:o/r:bbb", "x")
+    asked = ["ci-passed:o/r:aaa", "ci-passed:o/r:bbb", "ci-base:o/r:bbb", "ci-passed:o/r:aaa", "nothing"]
+    assert await store.which_facts(asked) == {"ci-passed:o/r:aaa", "ci-base:o/r:bbb"}
+    assert await store.which_facts([]) == set()

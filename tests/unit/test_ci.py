@@ -572,3 +572,20 @@ def test_combine_nothing() -> None:
 
 def test_combine_heading_name_is_one_line() -> None:
     assert combine_excerpts([("a\nb", "c")]) == "### a b\nc"
+
+
+def test_a_heads_ci_state_from_the_recorded_facts():
+    from bot.ci import (
+        FAILS_ON_BASE_FACT,
+        PASSED_FACT,
+        HeadState,
+        ci_fact,
+        head_fact_keys,
+        head_state_from,
+    )
+
+    assert head_fact_keys("o/r", "abc") == ("ci-passed:o/r:abc", "ci-not-code:o/r:abc", "ci-base:o/r:abc")
+    assert head_state_from(set(), "o/r", "abc") is HeadState.PENDING
+    assert head_state_from({ci_fact(PASSED_FACT, "o/r", "abc")}, "o/r", "abc") is HeadState.PASSING
+    assert head_state_from({ci_fact(FAILS_ON_BASE_FACT, "o/r", "abc")}, "o/r", "abc") is HeadState.FAILING
+    assert head_state_from({ci_fact(PASSED_FACT, "o/r", "other")}, "o/r", "abc") is HeadState.PENDING
