@@ -201,7 +201,7 @@ async def test_concurrent_dispatchers_keep_rows_exclusive_and_repos_in_order(sto
                     assert delivery.repo not in in_flight, f"two rows of {delivery.repo} in flight"
                     in_flight.add(delivery.repo)
                     order[delivery.repo].append(delivery.seq)
-            await asyncio.sleep(0)  # "handlers"
+            await asyncio.sleep(0.005)  # "handlers": they take a moment, in which others claim
             for delivery in batch:
                 in_flight.discard(delivery.repo)
                 await dispatcher.finish_delivery(delivery.id, state=DeliveryState.DONE, outcome=name)
