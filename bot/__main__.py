@@ -31,7 +31,7 @@ from bot.config import (
 from bot.errors import ExitCode, UserError, exit_code_table
 from bot.logs import configure_logging, redact_url
 from bot.messages import COMMAND_HELP
-from bot.store.base import DeliveryState, StoreError
+from bot.store.base import DeliveryState, DeliveryVerdict, StoreError
 from bot.tasks import verbs
 from bot.tasks.model import Status
 from bot.tasks.verbs import TASK_VERBS
@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     t_list = tasks_sub.add_parser("list", help="tasks, newest first")
     t_list.add_argument("--status", choices=[s.value for s in Status])
     t_list.add_argument("--repo", help="owner/name")
+    t_list.add_argument("--search", metavar="TEXT", help="title, owner/name or id containing TEXT, or #12: issue or PR 12")
     t_list.add_argument("--limit", type=int, default=50)
     t_list.add_argument("--json", action="store_true", help=_JSON_HELP)
     t_show = tasks_sub.add_parser("show", help="one task with its attempts and events")
@@ -178,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     d_list = d_sub.add_parser("list", help="deliveries, newest first, with outcome or ignore reason")
     d_list.add_argument("--state", choices=[s.value for s in DeliveryState])
     d_list.add_argument("--repo", help="owner/name")
+    d_list.add_argument("--event", metavar="EVENT", help="an event (issues) or event.action (issues.labeled)")
+    d_list.add_argument("--verdict", choices=[v.value for v in DeliveryVerdict], help="what became of it")
+    d_list.add_argument("--bots", choices=("yes", "no"), help="only (yes) or no (no) deliveries a bot account sent")
     d_list.add_argument("--limit", type=int, default=50)
     d_list.add_argument("--json", action="store_true", help=_JSON_HELP)
     d_show = d_sub.add_parser("show", help="one delivery")

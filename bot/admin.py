@@ -30,7 +30,14 @@ from bot.operations.decisions import LostRaces
 from bot.operations.edit import edit_problem, edit_task_input
 from bot.operations.replay import Replay, replay_delivery
 from bot.operations.services import Services, offline_services
-from bot.store.base import Attempt, Delivery, DeliveryState, Store, TaskEvent
+from bot.store.base import (
+    Attempt,
+    Delivery,
+    DeliveryState,
+    DeliveryVerdict,
+    Store,
+    TaskEvent,
+)
 from bot.tasks import verbs
 from bot.tasks.model import Status, Task, utcnow
 from bot.tasks.rules import Decision, render_reason
@@ -262,10 +269,10 @@ LIVE_STATUSES = frozenset({Status.PENDING, Status.RUNNING})
 
 async def run_tasks_list(
     store: Store, *, status: str | None, repo: str | None, limit: int, as_json: bool = False,
-    html_base: str = DEFAULT_HTML_BASE,
+    html_base: str = DEFAULT_HTML_BASE, search: str | None = None,
 ) -> str:
     statuses = [Status(status)] if status else None
-    tasks = await store.list_tasks(statuses=statuses, repo=repo, limit=limit)
+    tasks = await store.list_tasks(statuses=statuses, repo=repo, limit=limit, search=search or None)
     return dump_json(tasks_document(tasks, html_base=html_base)) if as_json else format_tasks(tasks)
 
 
@@ -392,10 +399,22 @@ def left_to_github(decision: Decision, services: Services) -> str:
 # -- deliveries -------------------------------------------------------------------------------------
 
 
+#: ``deliveries list --bots yes|no``: only the deliveries bot accounts sent, or none of them.
+BOTS_ANSWERS = {"yes": True, "no": False}
+
+
 async def run_deliveries_list(
-    store: Store, *, state: str | None, repo: str | None, limit: int, as_json: bool = False
+    store: Store, *, state: str | None, repo: str | None, limit: int, as_json: bool = False,
+    event: str | None = None, verdict: str | None = None, from_bots: bool | None = None,
 ) -> str:
-    rows = await store.list_deliveries(limit=limit, state=DeliveryState(state) if state else None, repo=repo)
+    rows = await store.list_deliveries(
+        limit=limit,
+        state=DeliveryState(state) if state else None,
+        repo=repo,
+        event=event or None,
+        verdict=DeliveryVerdict(verdict) if verdict else None,
+        from_bots=from_bots,
+    )
     return dump_json(deliveries_document(rows)) if as_json else format_deliveries(rows)
 
 
@@ -441,7 +460,10 @@ async def run(
     if args.command == "deliveries":
         action = args.deliveries_command
         if action == "list":
-            write(await run_deliveries_list(store, state=args.state, repo=args.repo, limit=args.limit, as_json=as_json))
+            write(await run_deliveries_list(
+                store, state=args.state, repo=args.repo, limit=args.limit, as_json=as_json,
+                event=args.event, verdict=args.verdict, from_bots=BOTS_ANSWERS.get(args.bots),
+            ))
         elif action == "show":
             write(await run_deliveries_show(store, args.delivery_id, payload=args.payload, as_json=as_json))
         else:
@@ -460,7 +482,8 @@ async def run(
         write(await run_tasks_edit(services, args.task_id, spec=spec, instructions=args.instructions))
     elif action == "list":
         write(await run_tasks_list(
-            store, status=args.status, repo=args.repo, limit=args.limit, as_json=as_json, html_base=html_base
+            store, status=args.status, repo=args.repo, limit=args.limit, as_json=as_json, html_base=html_base,
+            search=args.search,
         ))
     elif action == "show":
         write(await run_tasks_show(store, args.task_id, as_json=as_json, html_base=html_base))

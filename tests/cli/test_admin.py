@@ -69,3 +69,39 @@ async def test_tasks_and_deliveries_commands(tmp_path: Path):
         assert final.status is Status.PENDING and final.retry_context.endswith("try harder")
     finally:
         await store.close()
+
+
+async def test_list_filters_match_the_dashboards(tmp_path: Path):
+    from bot.__main__ import _parser
+    from bot.admin import BOTS_ANSWERS, run_deliveries_list, run_tasks_list
+
+    store = await open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    await store.migrate()
+    for number, title in ((7, "Fix the parser"), (8, "Speed up the cache")):
+        await store.create_task(rules.new_task(
+            id=f"task_0{number}", repo="o/r", installation_id=1, issue_number=number, title=title, spec="",
+            max_cost_usd=3.0, agent="command", model="", base_branch="main", now=utcnow(),
+        ))
+    for n, (event, action, sender) in enumerate((("issues", "labeled", "mona"), ("issue_comment", "edited", "pw[bot]"))):
+        await store.record_delivery(Delivery(id=f"d-{n}", event=event, action=action, repo="o/r", installation_id=1,
+                                             payload=b"{}", received_at=utcnow(), sender=sender))
+        await store.finish_delivery(f"d-{n}", state=DeliveryState.DONE, outcome="x", ignore_reason="own" if n else "")
+    try:
+        found = json.loads(await run_tasks_list(store, status=None, repo=None, limit=10, as_json=True, search="#8"))
+        assert [t["id"] for t in found] == ["task_08"]
+
+        async def ids(**filters) -> list[str]:
+            listing = await run_deliveries_list(store, state=None, repo=None, limit=10, as_json=True, **filters)
+            return [d["id"] for d in json.loads(listing)]
+
+        assert await ids(event="issues") == ["d-0"]
+        assert await ids(event="issue_comment.edited") == ["d-1"]
+        assert await ids(verdict="ignored") == ["d-1"]
+        assert await ids(from_bots=False) == ["d-0"]
+        assert await ids(from_bots=True) == ["d-1"]
+    finally:
+        await store.close()
+    args = _parser().parse_args(["deliveries", "list", "--bots", "no", "--verdict", "acted", "--event", "issues"])
+    assert (BOTS_ANSWERS[args.bots], args.verdict, args.event) == (False, "acted", "issues")
+    for answer in BOTS_ANSWERS:  # every answer the command takes is one the parser accepts
+        assert _parser().parse_args(["deliveries", "list", "--bots", answer]).bots == answer
