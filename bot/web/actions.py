@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -35,6 +34,7 @@ from bot.operations.services import Services
 from bot.tasks import verbs
 from bot.tasks.model import Task
 from bot.tasks.rules import instructions_of
+from bot.web import views
 from bot.web.api import MAX_INSTRUCTIONS_CHARS, ApiError, check_id
 from bot.web.auth import (
     NO_TOKEN_FOR_WRITES,
@@ -160,17 +160,17 @@ def decode_notice(value: str | None, admin_token: str | None, subject: str) -> N
     return Notice(subject=subject, accepted=bool(data.get("ok")), text=str(data.get("t", "")))
 
 
-def form_text(value: Any) -> str:
-    """A form field's text with the browser's CRLF line ends made LF (absent: "")."""
-    return value.replace("\r\n", "\n") if isinstance(value, str) else ""
+def form_text(value: Any) -> str | None:
+    """A form field's text with the browser's CRLF line ends made LF (absent: None)."""
+    return value.replace("\r\n", "\n") if isinstance(value, str) else None
 
 
-def edited_fields(task: Task, spec: str, instructions: str) -> tuple[str | None, str | None]:
-    """(spec, instructions) of the edit form, each None where it is what the task has (the
-    form sends both; a browser sends CRLF line ends)."""
-    new_spec = None if spec == task.spec.replace("\r\n", "\n") else spec
-    new_instructions = None if instructions.strip() == instructions_of(task).strip() else instructions
-    return new_spec, new_instructions
+def edited_fields(task: Task, spec: str | None, instructions: str | None) -> tuple[str | None, str | None]:
+    """(spec, instructions) of the edit form, each None where the form left it out or it is
+    what the task has (the page's form sends both; a browser sends CRLF line ends)."""
+    new_spec = None if spec is None or spec == task.spec.replace("\r\n", "\n") else spec
+    same = instructions is None or instructions.strip() == instructions_of(task).strip()
+    return new_spec, None if same else instructions
 
 
 # -- the pages' parts (thin) ---------------------------------------------------------------------
@@ -178,7 +178,7 @@ def edited_fields(task: Task, spec: str, instructions: str) -> tuple[str | None,
 
 def task_actions(request: web.Request, admin_token: str | None, task: Task, *, now: datetime) -> str:
     """The task page's actions section for this request's viewer."""
-    view = actions_view(request, admin_token, f"/tasks/{quote(task.id, safe='')}")
+    view = actions_view(request, admin_token, views.task_path(task.id))
     return render_task_actions(task, view, now=now)
 
 
@@ -204,10 +204,13 @@ class DashboardActions:
         self._admin_token = admin_token
         self.services = services
 
-    async def _form(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        """The posted form, or the refusal to answer instead (nothing is done then)."""
-        form = await request.post()
+    async def _form(self, request: web.Request, back: str) -> tuple[Any, web.Response | None]:
+        """The posted form, or the refusal to answer instead (nothing is done then). The body
+        is read only for a viewer holding the token (its CSRF field is in it); ``back``: the
+        page the form is on."""
         credentials = request_credentials(request.headers, request.cookies)
+        holds_token = can_act(admin_token=self._admin_token, bearer=credentials.bearer, cookie=credentials.cookie)
+        form = await request.post() if holds_token else {}
         csrf = form.get(CSRF_FIELD)
         access = decide_form_access(
             admin_token=self._admin_token,
@@ -217,7 +220,6 @@ class DashboardActions:
         )
         if access.allowed:
             return form, None
-        back = request.path.rsplit("/", 1)[0]
         if access.status == 401:
             page = render_message("Log in", access.message, login_next=back)
         else:
@@ -238,13 +240,13 @@ class DashboardActions:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             task_id = check_id("task", request.match_info["task_id"])
-            form, refusal = await self._form(request)
+            back = views.task_path(task_id)
+            form, refusal = await self._form(request, back)
             if refusal is not None:
                 return refusal
-            back = f"/tasks/{quote(task_id, safe='')}"
             if verb.destructive and form.get(CONFIRM_FIELD) != CONFIRM_VALUE:
                 return self._back(back, Notice(task_id, False, NOT_CONFIRMED.format(verb=verb.name)))
-            instructions = form_text(form.get(INSTRUCTIONS_FIELD)) if verb.takes_text else ""
+            instructions = (form_text(form.get(INSTRUCTIONS_FIELD)) or "") if verb.takes_text else ""
             if len(instructions) > MAX_INSTRUCTIONS_CHARS:
                 return self._back(back, Notice(task_id, False, TOO_LONG.format(max=MAX_INSTRUCTIONS_CHARS)))
             try:
@@ -261,10 +263,10 @@ class DashboardActions:
 
     async def _edit(self, request: web.Request) -> web.StreamResponse:
         task_id = check_id("task", request.match_info["task_id"])
-        form, refusal = await self._form(request)
+        back = views.task_path(task_id)
+        form, refusal = await self._form(request, back)
         if refusal is not None:
             return refusal
-        back = f"/tasks/{quote(task_id, safe='')}"
         services = self.services()
         task = await services.store.get_task(task_id)
         if task is None:
@@ -290,14 +292,15 @@ class DashboardActions:
 
     async def _replay(self, request: web.Request) -> web.StreamResponse:
         delivery_id = check_id("delivery", request.match_info["delivery_id"])
-        _form, refusal = await self._form(request)
+        back = views.delivery_path(delivery_id)
+        _form, refusal = await self._form(request, back)
         if refusal is not None:
             return refusal
         result = await replay_delivery(self.services().store, delivery_id)
         if result.outcome is Replay.NOT_FOUND:
             raise ApiError(404, f"There is no delivery {delivery_id!r}.")
         text = REPLAYED.format(id=delivery_id) if result.queued else result.message[:1].upper() + result.message[1:] + "."
-        return self._back(f"/deliveries/{quote(delivery_id, safe='')}", Notice(delivery_id, result.queued, text))
+        return self._back(back, Notice(delivery_id, result.queued, text))
 
     @property
     def replay(self) -> Handler:

@@ -24,7 +24,7 @@ from bot.ci import HeadState
 from bot.operations.outcomes import read_outcomes
 from bot.store.base import Store
 from bot.tasks.model import Status, Task
-from bot.web import paging
+from bot.web import paging, views
 from bot.web.actions import actions_view, task_actions, with_notice
 from bot.web.api import (
     ApiError,
@@ -52,7 +52,6 @@ from bot.web.pages.actions import render_replay_button
 from bot.web.pages.board import BOARD_LIMIT, render_board, render_board_filters
 from bot.web.pages.deliveries import (
     DELIVERIES_LIMIT,
-    delivery_path,
     render_deliveries,
     render_deliveries_filters,
 )
@@ -178,9 +177,10 @@ class Dashboard:
         if row is None:
             raise ApiError(404, f"There is no delivery {delivery_id!r}.")
         task_id = (await self.store.tasks_for_deliveries([row.id])).get(row.id)
-        path = delivery_path(row.id)
-        actions = render_replay_button(row.id, actions_view(request, self._admin_token, path))
-        content = render_delivery(row, now=self.clock(), task_id=task_id, actions=actions)
+        path = views.delivery_path(row.id)
+        view = actions_view(request, self._admin_token, path)
+        actions = render_replay_button(row.id, view)
+        content = render_delivery(row, now=self.clock(), task_id=task_id, actions=actions, show_payload=view.can_act)
         return with_notice(
             request, self._admin_token, row.id,
             lambda notice: self._page(request, f"Delivery {row.id}", content, page="delivery", before=notice,

@@ -157,6 +157,10 @@ def task_path(task_id: str) -> str:
     return "/tasks/" + quote(task_id, safe="")
 
 
+def delivery_path(delivery_id: str) -> str:
+    return "/deliveries/" + quote(delivery_id, safe="")
+
+
 def task_summary_json(task: Task, *, html_base: str) -> dict[str, Any]:
     """A task as lists and live events show it."""
     out = _pick(task, TASK_SUMMARY_FIELDS)

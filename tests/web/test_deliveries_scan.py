@@ -89,14 +89,16 @@ def test_the_delivery_page_shows_the_payload_indented_escaped_and_redacted():
                           "installation": {"access_tokens_url": "https://api/x"},
                           "leak": "ghs_" + "a" * 36}).encode()
     d = delivery(payload=payload, sender="patchwright[bot]", state=DeliveryState.DONE, outcome="i.h: done: ok")
-    page = render_delivery(d, now=NOW, task_id="task_1", actions="<form>REPLAY</form>")
+    page = render_delivery(d, now=NOW, task_id="task_1", actions="<form>REPLAY</form>", show_payload=True)
+    hidden = render_delivery(d, now=NOW, task_id="task_1")  # a viewer without the admin token
+    assert "&quot;comment&quot;" not in hidden and "<pre" not in hidden and 'class="muted payload-hidden"' in hidden
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>" not in page
     assert "short-one" not in page and "ghs_aaaa" not in page and "https://api/x" in page
     assert '\n  &quot;comment&quot;: {' in page  # indented JSON
     assert 'href="/tasks/task_1"' in page and "<form>REPLAY</form>" in page and "a bot account" in page
     assert "2025-03-01 12:00:00" in page
     pruned = render_delivery(delivery(payload=b"", payload_pruned_at=NOW), now=NOW, task_id=None)
-    assert "retention" in pruned and "<pre" not in pruned
+    assert 'class="muted pruned"' in pruned and "<pre" not in pruned
     assert pretty_payload(b"not json <b>") == ("not json <b>", False)
 
 
@@ -163,9 +165,10 @@ async def test_a_delivery_page_with_payload_and_replay(store, clock, seeder, mak
     assert 'action="/deliveries/d-1/replay"' in text and 'href="/tasks/task_0' in text
     anonymous = await (await client.get("/deliveries/d-1")).text()
     assert 'action="/deliveries/d-1/replay"' not in anonymous and "Log in to act" in anonymous
+    assert "&quot;action&quot;" not in anonymous and "payload-hidden" in anonymous  # no payload without the token
     missing = await client.get("/deliveries/nope")
     assert missing.status == 404 and "nope" in await missing.text()
     clock.advance(timedelta(days=40))
     await store.prune_delivery_payloads(clock(), limit=10)
-    pruned = await (await client.get("/deliveries/d-1")).text()
-    assert "retention" in pruned and "&quot;action&quot;" not in pruned
+    pruned = await (await client.get("/deliveries/d-1", headers=bearer(admin_token))).text()
+    assert 'class="muted pruned"' in pruned and "&quot;action&quot;" not in pruned

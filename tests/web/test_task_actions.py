@@ -255,6 +255,10 @@ async def test_edit_form_on_a_paused_task_and_refused_on_a_running_one(store, ma
     unchanged = await notice_after(client, await post_form(
         client, f"/tasks/{task.id}/edit", spec="The new\r\nspec.", instructions="Be brief."))
     assert unchanged == rules.EDIT_UNCHANGED
+    # a post with one field edits that field only (a missing field is not an empty one)
+    await notice_after(client, await post_form(client, f"/tasks/{task.id}/edit", instructions="Be briefer."))
+    row = await store.get_task(task.id)
+    assert row.spec == "The new\nspec." and rules.instructions_of(row) == "Be briefer."
     refused = await notice_after(client, await post_form(client, f"/tasks/{running.id}/edit", spec="x"))
     assert "this task is running" in refused and "`@patchwright stop`" in html.unescape(refused)
     assert (await store.get_task(running.id)).spec == "The spec."

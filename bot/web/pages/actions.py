@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from bot.messages import COMMAND_HELP
 from bot.tasks import verbs
 from bot.tasks.model import Status, Task
 from bot.tasks.rules import instructions_of
+from bot.web import views
 from bot.web.pages.html import e
 
 CSRF_FIELD = "csrf"
@@ -87,11 +88,11 @@ def offered_verbs(task: Task, now: datetime) -> tuple[verbs.Verb, ...]:
 
 
 def task_action_path(task_id: str, slug: str) -> str:
-    return f"/tasks/{quote(task_id, safe='')}/{slug}"
+    return f"{views.task_path(task_id)}/{slug}"
 
 
 def delivery_action_path(delivery_id: str, slug: str) -> str:
-    return f"/deliveries/{quote(delivery_id, safe='')}/{slug}"
+    return f"{views.delivery_path(delivery_id)}/{slug}"
 
 
 def login_path(next_path: str) -> str:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote
 
 from bot.store.base import Delivery, DeliveryVerdict
 from bot.web import views
@@ -124,10 +123,6 @@ def verdict_badge(verdict: DeliveryVerdict) -> str:
     return f'<span class="badge v-{e(verdict.value)}">{e(VERDICT_WORDS[verdict])}</span>'
 
 
-def delivery_path(delivery_id: str) -> str:
-    return "/deliveries/" + quote(delivery_id, safe="")
-
-
 def event_label(delivery: Delivery) -> str:
     return f"{delivery.event}.{delivery.action}" if delivery.action else delivery.event
 
@@ -202,7 +197,7 @@ def render_deliveries(
             f'<tr data-delivery-id="{e(d.id)}" data-verdict="{e(d.verdict.value)}"'
             f'{" data-from-bot" if d.from_bot else ""}{" data-payload-pruned" if d.payload_pruned else ""}>'
             f"<td>{when(d.received_at, now)}</td>"
-            f'<td class="mono"><a href="{e(delivery_path(d.id))}">{e(d.id[:36])}</a>{pruned}</td>'
+            f'<td class="mono"><a href="{e(views.delivery_path(d.id))}">{e(d.id[:36])}</a>{pruned}</td>'
             f"<td>{e(event_label(d))}</td>"
             f"<td>{e(d.repo or '-')}</td>"
             f"<td>{sender}</td>"

@@ -21,6 +21,10 @@ from bot.web.pages.html import badge, e, exact_time
 PAYLOAD_HEADING = "Payload"
 PAYLOAD_NOT_JSON = "The payload is not JSON; shown as received."
 PAYLOAD_EMPTY = "The payload is empty."
+PAYLOAD_NEEDS_LOGIN = (
+    "The payload (issue and comment texts, who did what) is shown only with the admin token: "
+    "log in, or use `patchwright deliveries show ID --payload` on the server."
+)
 BOT_SENDER = "a bot account: its echoes are folded on the deliveries page"
 BACK = "← Deliveries"
 
@@ -61,19 +65,24 @@ def _facts(rows: list[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
 
-def _payload(delivery: Delivery) -> str:
+def _payload(delivery: Delivery, *, shown: bool) -> str:
     if delivery.payload_pruned:
         return (f'<p class="muted pruned">{e(views.PAYLOAD_PRUNED_TITLE)}</p>')
     if not delivery.payload:
         return f'<p class="muted">{e(PAYLOAD_EMPTY)}</p>'
+    if not shown:
+        return f'<p class="muted payload-hidden">{e(PAYLOAD_NEEDS_LOGIN)}</p>'
     text, is_json = pretty_payload(delivery.payload)
     note = "" if is_json else f'<p class="muted">{e(PAYLOAD_NOT_JSON)}</p>'
     return f'{note}<pre class="payload" tabindex="0">{e(text)}</pre>'
 
 
-def render_delivery(delivery: Delivery, *, now: datetime, task_id: str | None, actions: str = "") -> str:
+def render_delivery(
+    delivery: Delivery, *, now: datetime, task_id: str | None, actions: str = "", show_payload: bool = False
+) -> str:
     """The page content. ``task_id``: the task the delivery changed (None: none);
-    ``actions``: the replay form, rendered by the caller (already HTML)."""
+    ``actions``: the replay form, rendered by the caller (already HTML); ``show_payload``:
+    the viewer holds the admin token (like the API, the read side never shows payloads)."""
     d = delivery
     muted_dash = '<span class="muted">-</span>'
     sender = e(d.sender) if d.sender else muted_dash
@@ -101,5 +110,5 @@ def render_delivery(delivery: Delivery, *, now: datetime, task_id: str | None, a
         f'<p><a href="/deliveries">{e(BACK)}</a></p>'
         f'<h1><span class="muted">{e(event_label(d))}</span> <span class="mono">{e(d.id)}</span></h1>'
         f"{facts}{actions}"
-        f'<h2>{e(PAYLOAD_HEADING)}</h2>{_payload(d)}'
+        f'<h2>{e(PAYLOAD_HEADING)}</h2>{_payload(d, shown=show_payload)}'
     )

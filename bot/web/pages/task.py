@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from urllib.parse import quote
 
 from bot.messages import COST_UNKNOWN_NOTE, STATUS_MEANINGS
 from bot.store.base import Attempt, LogBatch, TaskEvent
@@ -82,7 +81,7 @@ def _events_table(events: Sequence[TaskEvent], now: datetime) -> str:
                 f'{badge(ev.to_status.value) if ev.to_status else "-"}'
             )
         delivery = (
-            f'<a class="mono" href="/deliveries/{e(quote(ev.delivery_id, safe=""))}">{e(ev.delivery_id[:18])}</a>'
+            f'<a class="mono" href="{e(views.delivery_path(ev.delivery_id))}">{e(ev.delivery_id[:18])}</a>'
             if ev.delivery_id else '<span class="muted">-</span>'
         )
         rows.append(
