@@ -622,7 +622,7 @@ def feedback(task: Task, *, text: str, author: str, now: datetime, limit: int = 
         return _accept(task, new, FEEDBACK_QUEUED.format(author=who, attempt=task.attempt), now=now)
     if task.status is Status.PENDING:
         new = task.replace(
-            retry_context=coalesce_feedback((task.retry_context, item)),
+            retry_context=with_feedback(task.retry_kind, task.retry_context, item),
             consecutive_failures=0,
         )
         return _accept(task, new, FEEDBACK_MERGED.format(author=who, attempt=task.attempt), now=now)
@@ -1124,6 +1124,18 @@ def _edited_instructions(task: Task) -> str:
     without instructions keeps; "" otherwise."""
     context = task.retry_context.strip()
     return instructions_of(task) if context.startswith("{") else ""
+
+
+def with_feedback(kind: RetryKind, context: str, item: str) -> str:
+    """``context`` (of an attempt of ``kind``) with one more feedback ``item``. A JSON context
+    (an edit made it) keeps its fields and gains the item under ``feedback``; plain text gets
+    the item appended, as before edits existed."""
+    if not context.strip().startswith("{"):
+        return coalesce_feedback((context, item))
+    data = _context_object(kind, context)
+    earlier = data.get("feedback")
+    data["feedback"] = coalesce_feedback((earlier if isinstance(earlier, str) else "", item))
+    return json.dumps(data, ensure_ascii=False)
 
 
 def with_instructions(kind: RetryKind, context: str, instructions: str) -> str:

@@ -190,3 +190,17 @@ async def test_edit_task_input_of_no_task_and_of_nothing(services):
     assert await edit_task_input(services, "task_nope", spec="x", actor="alice") is None
     with pytest.raises(ValueError, match="Give the new issue text"):
         await edit_task_input(services, "task_nope", actor="alice")
+
+
+def test_feedback_on_a_resumed_pending_task_keeps_the_edited_instructions_and_its_ci_log():
+    failed_ci = paused(attempt=2, retry_kind=RetryKind.CI_FAILURE, retry_context="### tests\nassert 1 == 2",
+                       pr_number=3)
+    edited = rules.edit_input(failed_ci, instructions="Use a dict.", now=NOW).task
+    pending = rules.resume(edited, now=NOW).task
+    assert pending.status is Status.PENDING
+
+    fed = rules.feedback(pending, text="also the docs", author="bob", now=NOW).task
+    attempt = AttemptContext.from_task(fed)
+    assert attempt.instructions == "Use a dict."
+    assert attempt.ci_log == "### tests\nassert 1 == 2"
+    assert attempt.feedback == "bob wrote:\nalso the docs"
