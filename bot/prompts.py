@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.tasks.model import RetryKind, Task
+from bot.tasks.model import RetryKind, Task, plain_context_field
 
 FENCE_INFO = "untrusted-data"
 MAX_TITLE_CHARS = 300
@@ -251,15 +251,10 @@ def _context_fields(kind: RetryKind, context: str) -> dict[str, Any]:
         data = None
     if isinstance(data, Mapping):
         return _json_context(data)
-    by_kind = {
-        RetryKind.CI_FAILURE: "ci_log",
-        RetryKind.FEEDBACK: "feedback",
-        RetryKind.ANSWERS: "answers",
-        RetryKind.MANUAL: "instructions",
-    }
-    if kind is RetryKind.MERGE_CONFLICT:
-        return {"conflicted_files": _strings(context)}
-    return {by_kind.get(kind, "feedback"): context}
+    field = plain_context_field(kind)
+    if field == "conflicted_files":
+        return {field: _strings(context)}
+    return {field: context}
 
 
 def _json_context(data: Mapping[str, Any]) -> dict[str, Any]:

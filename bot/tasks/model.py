@@ -46,6 +46,23 @@ class RetryKind(str, enum.Enum):
         return self.value
 
 
+#: How a plain-text (not JSON) ``retry_context`` reads, by the kind of the next attempt: the
+#: field of the attempt's context it is (the prompt and the rules both read it so).
+PLAIN_CONTEXT_FIELD: dict[RetryKind, str] = {
+    RetryKind.CI_FAILURE: "ci_log",
+    RetryKind.FEEDBACK: "feedback",
+    RetryKind.ANSWERS: "answers",
+    RetryKind.MANUAL: "instructions",
+    RetryKind.MERGE_CONFLICT: "conflicted_files",  # one file a line
+}
+PLAIN_CONTEXT_DEFAULT_FIELD = "feedback"
+
+
+def plain_context_field(kind: RetryKind) -> str:
+    """The context field a plain-text ``retry_context`` of an attempt of ``kind`` is."""
+    return PLAIN_CONTEXT_FIELD.get(kind, PLAIN_CONTEXT_DEFAULT_FIELD)
+
+
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 

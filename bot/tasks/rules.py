@@ -138,7 +138,7 @@ from bot.messages.reasons import (
     pushed_reason,
     say,
 )
-from bot.tasks.model import ACTIVE, RetryKind, Status, Task
+from bot.tasks.model import ACTIVE, RetryKind, Status, Task, plain_context_field
 from bot.tasks.transitions import (
     ALLOWED_TRANSITIONS,
     MENTION_PLACEHOLDER,
@@ -1085,17 +1085,6 @@ def spec_edited(task: Task, *, title: str, spec: str, now: datetime) -> Decision
 
 # -- editing a paused task's input -------------------------------------------------------------
 
-#: How a plain-text ``retry_context`` reads, by the kind of the next attempt (the same
-#: reading as :meth:`bot.prompts.AttemptContext.from_task`; a test keeps them equal).
-CONTEXT_FIELD_BY_KIND = {
-    RetryKind.CI_FAILURE: "ci_log",
-    RetryKind.FEEDBACK: "feedback",
-    RetryKind.ANSWERS: "answers",
-    RetryKind.MANUAL: "instructions",
-    RetryKind.MERGE_CONFLICT: "conflicted_files",
-}
-CONTEXT_DEFAULT_FIELD = "feedback"
-
 
 def _context_object(kind: RetryKind, context: str) -> dict[str, object]:
     """``retry_context`` as the JSON object form the prompt reads (its fields by name)."""
@@ -1107,7 +1096,7 @@ def _context_object(kind: RetryKind, context: str) -> dict[str, object]:
         data = None
     if isinstance(data, dict):
         return dict(data)
-    field = CONTEXT_FIELD_BY_KIND.get(kind, CONTEXT_DEFAULT_FIELD)
+    field = plain_context_field(kind)
     if field == "conflicted_files":
         return {field: [line.strip() for line in context.splitlines() if line.strip()]}
     return {field: context}

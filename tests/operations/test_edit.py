@@ -20,7 +20,7 @@ from bot.operations.edit import (
 )
 from bot.prompts import AttemptContext, TaskContext, build_prompt
 from bot.tasks import rules
-from bot.tasks.model import RetryKind, Status, Task
+from bot.tasks.model import RetryKind, Status, Task, plain_context_field
 from bot.tasks.transitions import render_reason
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -113,7 +113,7 @@ def test_the_rules_read_plain_contexts_as_the_prompt_does():
         from_prompt = AttemptContext.from_task(task)
         field = next((k for k in data if k != "instructions"), "instructions")  # manual: the text was instructions
         assert getattr(from_prompt, field) == "some text", kind
-        assert rules.CONTEXT_FIELD_BY_KIND.get(kind, rules.CONTEXT_DEFAULT_FIELD) == field
+        assert plain_context_field(kind) == field
 
 
 def test_resume_and_a_plain_retry_keep_the_edited_input():
