@@ -72,7 +72,7 @@ async def connect_services(
     github = GitHubClientFactory.from_settings(session, settings, **options)
     # Asked once per try, so that the wait for GitHub is this loop's, logged as it goes.
     once = dataclasses.replace(options.get("policy") or RetryPolicy(), max_attempts=1)
-    probe = GitHubClientFactory.from_settings(session, settings, **{**options, "policy": once})
+    probe = GitHubClientFactory.from_settings(session, settings, **{**options, "policy": once, "usage": github.usage})
     app = await wait_for_app(settings, probe, sleep=options.get("sleep", asyncio.sleep))
     services = build_services(
         settings,

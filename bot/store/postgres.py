@@ -662,7 +662,7 @@ class PostgresStore:
             " WHERE delivery_id = ANY($1::text[]) AND delivery_id <> '' ORDER BY seq",
             rows.unique_ids(delivery_ids),
         )
-        return rows.newest_task_per_delivery((row["delivery_id"], row["task_id"]) for row in found)
+        return {row["delivery_id"]: row["task_id"] for row in found}  # in seq order: the newest event wins
 
     async def add_event(self, event: TaskEvent) -> None:
         async with self._tx() as tx:

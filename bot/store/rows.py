@@ -488,15 +488,6 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def newest_task_per_delivery(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """``(delivery_id, task_id)`` pairs in audit-trail order → delivery id → the task of its
-    newest event."""
-    found: dict[str, str] = {}
-    for delivery_id, task_id in pairs:
-        found[delivery_id] = task_id
-    return found
-
-
 # -- console queries (pure): WHERE terms with ``?`` placeholders ------------------------------
 
 #: LIKE's escape character in every pattern built here (``ESCAPE '\'``).

@@ -665,7 +665,7 @@ class SQLiteStore:
             " WHERE delivery_id IN (SELECT value FROM json_each(?)) AND delivery_id <> '' ORDER BY seq",
             (json.dumps(rows.unique_ids(delivery_ids)),),
         )
-        return rows.newest_task_per_delivery((row[0], row[1]) for row in found)
+        return {row[0]: row[1] for row in found}  # in seq order: the newest event wins
 
     async def add_event(self, event: TaskEvent) -> None:
         async with self._write() as tx:

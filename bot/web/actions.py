@@ -28,14 +28,14 @@ from aiohttp import web
 
 from bot.operations.commands import run_task_command
 from bot.operations.decisions import LostRaces
-from bot.operations.edit import edit_problem, edit_task_input
+from bot.operations.edit import MAX_INSTRUCTIONS_CHARS, edit_problem, edit_task_input
 from bot.operations.replay import Replay, replay_delivery
 from bot.operations.services import Services
 from bot.tasks import verbs
 from bot.tasks.model import Task
 from bot.tasks.rules import instructions_of
 from bot.web import views
-from bot.web.api import MAX_INSTRUCTIONS_CHARS, ApiError, check_id
+from bot.web.api import ApiError, check_id
 from bot.web.auth import (
     NO_TOKEN_FOR_WRITES,
     cookie_matches,

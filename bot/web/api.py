@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.operations.commands import run_task_command
 from bot.operations.decisions import LostRaces
-from bot.operations.edit import edit_problem, edit_task_input
+from bot.operations.edit import MAX_INSTRUCTIONS_CHARS, edit_problem, edit_task_input
 from bot.operations.outcomes import DEFINITIONS, OUTCOME_TASK_LIMIT, read_outcomes
 from bot.operations.replay import Replay, replay_delivery
 from bot.operations.services import Services
@@ -41,7 +41,6 @@ ACTOR = "api"  # the audit trail's actor for changes made through this API
 AUTHOR = "the API"  # how rule reasons name who asked ("Paused by the API.")
 MAX_ID_CHARS = 200
 INVALID_ID = "No {kind} with that id: an id is 1 to {max} printable characters."
-MAX_INSTRUCTIONS_CHARS = 20_000
 TASK_LIST_DEFAULT, TASK_LIST_MAX = 500, 1000
 DELIVERY_LIST_DEFAULT, DELIVERY_LIST_MAX = 100, 1000
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")

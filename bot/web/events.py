@@ -199,9 +199,21 @@ class TaskFeed:
                 failing = False
 
 
-def _peer_gone(request: web.Request) -> bool:
+def peer_gone(request: web.Request) -> bool:
+    """Whether the client of a stream went away."""
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def sse_response() -> web.StreamResponse:
+    """A server-sent event stream's response, not yet prepared."""
+    return web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache, no-store",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+        }
+    )
 
 
 async def stream_task_events(
@@ -215,17 +227,11 @@ async def stream_task_events(
     sub = await feed.subscribe()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + options.lifetime_s
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache, no-store",
-            "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
-        }
-    )
+    response = sse_response()
     try:
         await response.prepare(request)
         await response.write(sse_retry(options.retry_ms) + sse_comment("connected"))
-        while not _peer_gone(request):
+        while not peer_gone(request):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

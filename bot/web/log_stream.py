@@ -26,7 +26,14 @@ from aiohttp import web
 from bot.store.base import Store
 from bot.tasks.model import Status, Task
 from bot.web.api import ApiError, parse_positive_int, task_in_path
-from bot.web.events import EventStreamOptions, sse_comment, sse_event, sse_retry
+from bot.web.events import (
+    EventStreamOptions,
+    peer_gone,
+    sse_comment,
+    sse_event,
+    sse_response,
+    sse_retry,
+)
 from bot.web.pages.html import SECURITY_HEADERS
 from bot.web.pages.logs import render_entries
 
@@ -65,7 +72,6 @@ class LogStreams:
         self.store = store
         self.options = options
         self._closing = asyncio.Event()
-        self.open_streams = 0
 
     async def close_all(self) -> None:
         """End every open stream (on app shutdown)."""
@@ -98,23 +104,13 @@ class LogStreams:
             raise ApiError(503, "The server is shutting down; reconnect shortly.")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.lifetime_s
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache, no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        self.open_streams += 1
+        response = sse_response()
         try:
             await response.prepare(request)
             await response.write(sse_retry(self.options.retry_ms) + sse_comment("connected"))
             quiet_since = loop.time()
             last_write = loop.time()
-            while not self._closing.is_set() and loop.time() < deadline:
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    break
+            while not self._closing.is_set() and loop.time() < deadline and not peer_gone(request):
                 batches = await self.store.read_log_batches(task.id, attempt, after_seq=after, limit=BATCHES_PER_READ)
                 for batch in batches:
                     data = {"attempt": attempt, "seq": batch.seq,
@@ -140,6 +136,4 @@ class LogStreams:
             pass  # the browser went away
         except Exception as exc:  # noqa: BLE001 - the store failed mid-stream: end it, the browser reconnects
             log.warning("log stream of %s: %s; ending the stream", task.id, type(exc).__name__)
-        finally:
-            self.open_streams -= 1
         return response
