@@ -80,6 +80,15 @@ def test_a_running_task_s_newest_attempt_is_followed_and_older_ones_fold() -> No
     assert render_logs(task("codex"), []) == '<p class="empty">No log lines yet.</p>'
 
 
+def test_a_running_attempt_without_lines_yet_is_followed_from_its_start() -> None:
+    running = task("codex", Status.RUNNING).replace(attempt=2)
+    html = render_logs(running, batches_of("codex", attempt=1))  # attempt 2 has logged nothing yet
+    assert ('<ol class="transcript" data-attempt="2" data-after="0" data-follow="1" '
+            'data-stream="/api/tasks/task_1/logs/stream">') in html
+    assert '<ol class="transcript" data-attempt="1" data-after="13">' in html  # not followed
+    assert 'data-attempt="1" data-after="0" data-follow' in render_logs(task("codex", Status.RUNNING), [])
+
+
 def test_hostile_log_text_is_escaped_everywhere() -> None:
     hostile = '<img src=x onerror=alert(1)>'
     lines = (

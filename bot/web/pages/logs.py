@@ -205,12 +205,15 @@ def group_batches(batches: Sequence[LogBatch]) -> dict[int, list[LogBatch]]:
 
 def render_logs(task: Task, batches: Sequence[LogBatch]) -> str:
     """Every attempt's transcript (the newest open), a search box, raw log links; the newest
-    attempt followed live while the task runs."""
+    attempt followed live while the task runs (the running attempt has its list from its
+    start, before its first line)."""
     by_attempt = group_batches(batches)
+    following = task.status is Status.RUNNING
+    if following:
+        by_attempt.setdefault(task.attempt, [])
     if not by_attempt:
         return f'<p class="empty">{e(NO_LOGS)}</p>'
     last = max(by_attempt)
-    following = task.status is Status.RUNNING
     search = (
         '<div class="log-search" hidden>'
         f'<label for="log-search">{e(SEARCH_LABEL)}</label> '
@@ -226,7 +229,7 @@ def render_logs(task: Task, batches: Sequence[LogBatch]) -> str:
         cut = (f'<p class="muted">{e(CUT_NOTE.format(shown=shown_lines, total=total))}</p>'
                if shown_lines < total else "")
         follow = following and number == last
-        attrs = (f' data-attempt="{number}" data-after="{all_batches[-1].seq}"'
+        attrs = (f' data-attempt="{number}" data-after="{all_batches[-1].seq if all_batches else 0}"'
                  + (f' data-follow="1" data-stream="{e(stream_path(task.id))}"' if follow else ""))
         live = f' <span class="following">{e(FOLLOWING)}</span>' if follow else ""
         parts.append(
