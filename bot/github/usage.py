@@ -23,6 +23,7 @@ NO_ANSWER = "error"
 CORE_RESOURCE = "core"
 
 RequestKey = tuple[str, str, str]  # (installation, method, status class)
+ProcessRequestKey = tuple[str, str, str, str]  # (process, installation, method, status class)
 
 
 def status_class(status: int) -> str:
@@ -89,9 +90,11 @@ class GitHubUsage:
 
 @dataclass(frozen=True, slots=True)
 class MergedUsage:
-    """Requests summed over processes, and each installation's budget as it stands."""
+    """Each process's requests (a series of its own, which only grows while the process
+    reports: a process forgotten takes its series along instead of lowering a sum), and each
+    installation's budget as it stands."""
 
-    requests: Mapping[RequestKey, int]
+    requests: Mapping[ProcessRequestKey, int]
     rate_limits: Mapping[str, RateLimitReading]
 
 
@@ -111,18 +114,19 @@ def current_budget(readings: Iterable[RateLimitReading], now: float) -> RateLimi
 
 def merge_usage(snapshots: Iterable[Mapping[str, Any]], now: float) -> MergedUsage:
     """Fold the snapshots of several processes (one per process: a later snapshot of the same
-    ``process`` replaces an earlier one). Malformed entries are skipped. Pure."""
+    ``process`` replaces an earlier one): requests per process, budgets merged. Malformed
+    entries are skipped. Pure."""
     by_process: dict[str, Mapping[str, Any]] = {}
     for snap in snapshots:
         if isinstance(snap, Mapping):
             by_process[str(snap.get("process", ""))] = snap
-    requests: Counter[RequestKey] = Counter()
+    requests: Counter[ProcessRequestKey] = Counter()
     readings: dict[str, list[RateLimitReading]] = {}
-    for snap in by_process.values():
+    for process, snap in by_process.items():
         for row in snap.get("requests") or ():
             try:
                 installation, method, outcome, count = row
-                requests[(str(installation), str(method), str(outcome))] += int(count)
+                requests[(process, str(installation), str(method), str(outcome))] += int(count)
             except (TypeError, ValueError):
                 continue
         limits = snap.get("rate_limits") or {}

@@ -365,11 +365,11 @@ def snapshot_families(snapshot: StoreSnapshot) -> Iterator[Metric]:
     yield seen
     requests = CounterMetricFamily(
         "patchwright_github_requests",
-        "GitHub API requests of every process, by installation (app: as the App), method and status class.",
-        labels=["installation", "method", "status"],
+        "GitHub API requests by process, installation (app: as the App), method and status class.",
+        labels=["process", "installation", "method", "status"],
     )
-    for (installation, method, status), count in sorted(snapshot.github.requests.items()):
-        requests.add_metric([installation, method, status], count)
+    for (process, installation, method, status), count in sorted(snapshot.github.requests.items()):
+        requests.add_metric([process, installation, method, status], count)
     yield requests
     budgets = snapshot.github.rate_limits
     for suffix, doc, attribute in (

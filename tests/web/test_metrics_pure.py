@@ -131,7 +131,7 @@ def test_merge_sums_processes_once_each_and_takes_the_lowest_budget_of_the_open_
                          "8": {"remaining": 10, "limit": 5000, "reset": 50, "seen": 40},
                          "9": {"nonsense": 1}}}
     merged = merge_usage([a1, b, a2, "junk"], now=100.0)
-    assert merged.requests == {("7", "GET", "2xx"): 7, ("8", "POST", "5xx"): 1}
+    assert merged.requests == {("a", "7", "GET", "2xx"): 5, ("b", "7", "GET", "2xx"): 2, ("b", "8", "POST", "5xx"): 1}
     assert merged.rate_limits["7"].remaining == 3500
     assert merged.rate_limits["8"] == RateLimitReading(5000, 5000, 50.0, 40.0)  # window reset: full again
     assert "9" not in merged.rate_limits
