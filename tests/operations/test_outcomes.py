@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.operations import outcomes as outcomes_module
 from bot.operations.outcomes import (
     DEFINITIONS,
     OutcomeRecord,
@@ -104,7 +105,8 @@ def test_json_has_every_defined_number_and_nothing_else():
 
 
 @pytest.mark.parametrize("count", [0, 3])
-async def test_read_outcomes_reads_tasks_attempts_and_events_from_the_store(store, count):
+async def test_read_outcomes_reads_tasks_attempts_and_events_from_the_store(store, count, monkeypatch):
+    monkeypatch.setattr(outcomes_module, "BATCH", 2)  # 3 tasks: two batches of bulk reads
     from bot.tasks import rules
     from bot.tasks.model import new_id
 
@@ -137,4 +139,8 @@ async def test_read_outcomes_reads_tasks_attempts_and_events_from_the_store(stor
     [record] = records
     assert (record.preset, record.model, record.tasks, record.merged, record.in_progress) == ("aider", "m", 3, 1, 2)
     assert record.merge_rate == 1.0 and record.attempts_per_merged_pr == 1.0
-    assert record.median_time_to_pr_s is not None and record.median_time_to_merge_s is not None
+    events = await store.list_events(made[0].id)
+    pr_at = next(ev.at for ev in events if "pr_number" in ev.changes)
+    merged_at = next(ev.at for ev in events if ev.to_status is Status.MERGED)
+    assert record.median_time_to_pr_s == (pr_at - made[0].created_at).total_seconds()
+    assert record.median_time_to_merge_s == (merged_at - made[0].created_at).total_seconds()
