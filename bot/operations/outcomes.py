@@ -152,10 +152,11 @@ def outcome_records(
 
 
 async def read_history(
-    store: Store, *, limit: int = OUTCOME_TASK_LIMIT
+    store: Store, *, limit: int = OUTCOME_TASK_LIMIT, newest: Sequence[Task] | None = None
 ) -> tuple[list[Task], dict[str, list[Attempt]], dict[str, list[TaskEvent]]]:
-    """The newest ``limit`` tasks with their attempts and outcome events, in bounded queries."""
-    tasks = await store.list_tasks(limit=limit)
+    """The newest ``limit`` tasks with their attempts and outcome events, in bounded queries.
+    ``newest``: the store's tasks newest first, when the caller has read them already."""
+    tasks = list(newest[:limit]) if newest is not None else await store.list_tasks(limit=limit)
     attempts: dict[str, list[Attempt]] = {}
     events: dict[str, list[TaskEvent]] = {}
     ids = [t.id for t in tasks]

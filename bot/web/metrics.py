@@ -280,7 +280,7 @@ async def read_snapshot(
     by_state = {
         state: len(await store.list_deliveries(state=state, limit=DELIVERY_COUNT_LIMIT)) for state in DeliveryState
     }
-    recent, attempts, events = await read_history(store, limit=OUTCOME_TASK_LIMIT)
+    recent, attempts, events = await read_history(store, limit=OUTCOME_TASK_LIMIT, newest=tasks)
     receipts = receipts or ReceiptTimes()
     received = await receipts.lookup(
         store,
