@@ -387,11 +387,6 @@ class HeadState(str, enum.Enum):
         return self.value
 
 
-def head_state(*, passed: bool, failed: bool) -> HeadState:
-    """The head's state from the facts recorded for it."""
-    return HeadState.PASSING if passed else HeadState.FAILING if failed else HeadState.PENDING
-
-
 #: The facts that say a head's CI failed for a reason that is not its code's.
 _FAILED_FACTS = (NOT_CODE_FACT, FAILS_ON_BASE_FACT)
 
@@ -403,9 +398,11 @@ def head_fact_keys(repo: str, head_sha: str) -> tuple[str, ...]:
 
 def head_state_from(recorded: Container[str], repo: str, head_sha: str) -> HeadState:
     """A head's state from the set of fact keys that were recorded (:func:`head_fact_keys`)."""
-    passed = ci_fact(PASSED_FACT, repo, head_sha) in recorded
-    failed = any(ci_fact(kind, repo, head_sha) in recorded for kind in _FAILED_FACTS)
-    return head_state(passed=passed, failed=failed)
+    if ci_fact(PASSED_FACT, repo, head_sha) in recorded:
+        return HeadState.PASSING
+    if any(ci_fact(kind, repo, head_sha) in recorded for kind in _FAILED_FACTS):
+        return HeadState.FAILING
+    return HeadState.PENDING
 
 
 def failure_category(names: Iterable[str]) -> str:

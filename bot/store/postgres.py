@@ -637,10 +637,7 @@ class PostgresStore:
             "SELECT * FROM attempts WHERE task_id = ANY($1::text[]) ORDER BY task_id, number",
             rows.unique_ids(task_ids),
         )
-        attempts: dict[str, list[Attempt]] = {}
-        for row in found:
-            attempts.setdefault(row["task_id"], []).append(rows.attempt_from_row(row, _decode_time))
-        return attempts
+        return rows.by_task(found, lambda row: rows.attempt_from_row(row, _decode_time))
 
     async def list_events_for(
         self, task_ids: Sequence[str], *, kinds: Sequence[str] | None = None
@@ -651,10 +648,7 @@ class PostgresStore:
             rows.unique_ids(task_ids),
             None if kinds is None else rows.unique_ids(kinds),
         )
-        events: dict[str, list[TaskEvent]] = {}
-        for row in found:
-            events.setdefault(row["task_id"], []).append(rows.event_from_row(row, _decode_time))
-        return events
+        return rows.by_task(found, lambda row: rows.event_from_row(row, _decode_time))
 
     async def tasks_for_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, str]:
         found = await self._fetch(

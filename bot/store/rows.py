@@ -488,6 +488,17 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+BuiltT = TypeVar("BuiltT")
+
+
+def by_task(found: Iterable[Any], build: Callable[[Any], BuiltT]) -> dict[str, list[BuiltT]]:
+    """Rows of many tasks, each built with ``build``, grouped by their ``task_id`` (in order)."""
+    grouped: dict[str, list[BuiltT]] = {}
+    for row in found:
+        grouped.setdefault(row["task_id"], []).append(build(row))
+    return grouped
+
+
 # -- console queries (pure): WHERE terms with ``?`` placeholders ------------------------------
 
 #: LIKE's escape character in every pattern built here (``ESCAPE '\'``).

@@ -641,10 +641,7 @@ class SQLiteStore:
             " ORDER BY task_id, number",
             (json.dumps(rows.unique_ids(task_ids)),),
         )
-        attempts: dict[str, list[Attempt]] = {}
-        for row in found:
-            attempts.setdefault(row["task_id"], []).append(rows.attempt_from_row(row, decode_time))
-        return attempts
+        return rows.by_task(found, lambda row: rows.attempt_from_row(row, decode_time))
 
     async def list_events_for(
         self, task_ids: Sequence[str], *, kinds: Sequence[str] | None = None
@@ -654,10 +651,8 @@ class SQLiteStore:
         if kinds is not None:
             sql += " AND kind IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(rows.unique_ids(kinds)))
-        events: dict[str, list[TaskEvent]] = {}
-        for row in await self._read(sql + " ORDER BY seq", params):
-            events.setdefault(row["task_id"], []).append(rows.event_from_row(row, decode_time))
-        return events
+        found = await self._read(sql + " ORDER BY seq", params)
+        return rows.by_task(found, lambda row: rows.event_from_row(row, decode_time))
 
     async def tasks_for_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, str]:
         found = await self._read(
